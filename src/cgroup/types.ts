@@ -1,0 +1,91 @@
+// The one interface over cgroup v1 and v2. Everything above src/cgroup/ speaks in cgroup
+// paths relative to the hierarchy root ("/libpod_parent/libpod-<id>") and never builds a
+// controller file path itself.
+
+export type CgroupVersion = 'v1' | 'v2';
+export type LayoutMode = 'v1' | 'v2' | 'hybrid';
+
+/** What /proc/self/mountinfo says about the cgroup mounts. */
+export interface CgroupLayout {
+  mode: LayoutMode;
+  /** The version whose pids/memory controllers we use (hybrid hosts: v1). */
+  version: CgroupVersion;
+  /** v1: controller name -> mount point (a mount "cpu,cpuacct" is listed under both). */
+  v1Mounts: Record<string, string>;
+  /** v2: mount point of the cgroup2 hierarchy, if any. */
+  v2Mount?: string;
+  /** Controllers enabled at the v2 root (cgroup.controllers), empty if none. */
+  v2Controllers: string[];
+}
+
+/** A limit that may be "max" (no limit). */
+export type Limit = number | 'max';
+
+export interface CpuQuota {
+  /** Quota in microseconds per period, or "max" when unlimited. */
+  quotaUs: Limit;
+  periodUs: number;
+}
+
+/** pids.events: "max" is fork rejections. `hierarchical` is true on kernels >= 6.11 v2. */
+export interface PidsEvents {
+  max: number;
+  /** From pids.events.local (v2, >= 6.11): rejections of forks made in this very cgroup. */
+  localMax?: number;
+}
+
+/** memory.events (v2) or the v1 equivalents, counters since the cgroup was made. */
+export interface MemoryEvents {
+  low?: number;
+  high?: number;
+  /** v2: memory.events max; v1: memory.failcnt. */
+  max: number;
+  oom?: number;
+  oomKill: number;
+  oomGroupKill?: number;
+}
+
+export interface MemoryUsage {
+  usageBytes: number;
+  limitBytes: Limit;
+}
+
+/**
+ * Reads and writes of one container's cgroup files. Every read returns `null` when the
+ * cgroup is gone (ENOENT/ENODEV/ESRCH): that is normal life for containers, not an error.
+ * Other errors (EACCES, EROFS, a file that does not parse) throw a CgroupError that names
+ * the path and what was expected.
+ */
+export interface CgroupFs {
+  readonly version: CgroupVersion;
+  readonly layout: CgroupLayout;
+  /** Absolute directory discovery walks and watches for new containers (v1: the pids hierarchy). */
+  readonly discoveryRoot: string;
+  /** Absolute path of a cgroup's directory in the hierarchy of `controller`. */
+  dir(controller: 'pids' | 'memory' | 'cpu' | 'cpuset', rel: string): string;
+  /** Absolute paths of the files whose changes mean "a limit was hit" (inotify targets). */
+  eventFiles(rel: string): { pids?: string; memory?: string };
+
+  readPidsMax(rel: string): Promise<Limit | null>;
+  writePidsMax(rel: string, value: number): Promise<'ok' | 'gone'>;
+  readPidsCurrent(rel: string): Promise<number | null>;
+  readPidsEvents(rel: string): Promise<PidsEvents | null>;
+  readCpuQuota(rel: string): Promise<CpuQuota | null>;
+  /** The effective cpuset list ("0-3,8"), or null if none is set or readable. */
+  readCpuset(rel: string): Promise<string | null>;
+  readMemoryEvents(rel: string): Promise<MemoryEvents | null>;
+  readMemoryUsage(rel: string): Promise<MemoryUsage | null>;
+  /** Thread ids in the cgroup (cgroup.threads on v2, tasks on v1). */
+  readTasks(rel: string): Promise<number[] | null>;
+}
+
+export class CgroupError extends Error {
+  constructor(
+    message: string,
+    readonly path: string,
+    readonly code?: string,
+  ) {
+    super(message);
+    this.name = 'CgroupError';
+  }
+}
