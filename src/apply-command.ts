@@ -1,0 +1,95 @@
+import type { Config } from './config/schema';
+import type { Container } from './discovery/container';
+import { walkCgroups } from './discovery/walk';
+import { setupHost } from './host-setup';
+import { hostPidsReport, type HostPids } from './kernel/host-report';
+import { raisePidMax, readPidMax } from './kernel/sysctl';
+import type { ApplyResult } from './policy/apply';
+import { applyAll } from './policy/reconcile';
+
+export interface ApplyReport {
+  ok: boolean;
+  mode: Config['mode'];
+  dryRun: boolean;
+  cgroupVersion: string;
+  layout: string;
+  hostCores: number;
+  containers: ApplyResult[];
+  pidMax: { before: number | null; target: number; after: number | null; changed: boolean; note?: string; error?: string };
+  host: HostPids;
+  problems: string[];
+}
+
+/** One reconcile pass for `cgwatchdog apply`: find every container, apply (or compute) the policy, raise pid_max. */
+export async function runApply(config: Config, opts: { dryRun: boolean }): Promise<ApplyReport> {
+  const host = await setupHost(config);
+  const writes = config.mode === 'enforce' && !opts.dryRun;
+  if (writes && host.problems.length > 0) throw new Error(host.problems.join('; '));
+  const effective: Config = writes ? config : { ...config, mode: 'observe' };
+
+  const pidMax: ApplyReport['pidMax'] = { before: null, target: config.kernel.pidMax, after: null, changed: false };
+  try {
+    if (writes && config.kernel.manage) {
+      const r = await raisePidMax({ procRoot: config.paths.procRoot, target: config.kernel.pidMax, persist: config.kernel.persist, dropInPath: config.kernel.dropInPath });
+      Object.assign(pidMax, { before: r.before, after: r.after, changed: r.changed, note: r.note });
+    } else {
+      pidMax.before = pidMax.after = await readPidMax(config.paths.procRoot);
+    }
+  } catch (err) {
+    pidMax.error = (err as Error).message;
+  }
+
+  const found = [];
+  for (const root of config.discovery.roots) {
+    found.push(...(await walkCgroups(host.cgroups.discoveryRoot, [root], config.discovery.maxDepth, host.recognisers)).containers);
+  }
+  const now = Date.now();
+  const containers: Container[] = found.map((f) => ({ ...f, seenAt: now, seenHr: process.hrtime.bigint() }));
+  const results = await applyAll({ cgroups: host.cgroups, config: effective, hostCores: host.hostCores }, containers);
+  const hostReport = await hostPidsReport(config.paths.procRoot, results.map((r) => r.newPidsMax));
+  return {
+    ok: pidMax.error === undefined && results.every((r) => r.action !== 'error'),
+    mode: config.mode,
+    dryRun: opts.dryRun,
+    cgroupVersion: host.cgroups.version,
+    layout: host.cgroups.layout.mode,
+    hostCores: host.hostCores,
+    containers: results,
+    pidMax,
+    host: hostReport,
+    problems: host.problems,
+  };
+}
+
+const short = (id: string) => (/^[0-9a-f]{64}$/.test(id) ? id.slice(0, 12) : id);
+
+export function formatApply(r: ApplyReport): string {
+  const verb = r.mode === 'observe' || r.dryRun ? 'would set' : 'set';
+  const lines: string[] = [];
+  lines.push(`cgroup ${r.cgroupVersion} (${r.layout} layout), host cores ${r.hostCores}, mode ${r.mode}${r.dryRun ? ' (dry run)' : ''}`);
+  for (const p of r.problems) lines.push(`warning: ${p}`);
+  lines.push('');
+  const rows = r.containers.map((c) => [
+    short(c.id),
+    c.runtime,
+    c.cgroupPath,
+    c.cores === undefined ? '-' : `${c.cores} (${c.coresDetail})`,
+    c.policyValue == null ? '-' : String(c.policyValue),
+    `${c.oldPidsMax ?? '-'} -> ${c.newPidsMax ?? '-'}`,
+    c.action === 'set' && !c.written ? verb : c.action,
+    c.reason,
+  ]);
+  const head = ['ID', 'RUNTIME', 'CGROUP', 'CORES', 'POLICY', 'PIDS.MAX', 'ACTION', 'WHY'];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
+  const fmt = (row: string[]) => row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ');
+  lines.push(fmt(head));
+  for (const row of rows) lines.push(fmt(row));
+  if (rows.length === 0) lines.push('(no containers found)');
+  lines.push('');
+  const pm = r.pidMax;
+  if (pm.error) lines.push(`kernel.pid_max: error: ${pm.error}`);
+  else lines.push(`kernel.pid_max: ${pm.before}${pm.changed ? ` -> ${pm.after}` : ''} (target ${pm.target}${pm.before !== null && pm.before < pm.target && !pm.changed ? ', not raised in this mode' : ''})${pm.note ? `; ${pm.note}` : ''}`);
+  const h = r.host;
+  lines.push(`host: ${h.tasks ?? '?'} tasks, kernel.threads-max ${h.threadsMax ?? '?'}, containers' pids.max sum ${h.sumContainersPidsMax} = ${h.overcommit ?? '?'} x pid_max`);
+  return `${lines.join('\n')}\n`;
+}

@@ -1,0 +1,79 @@
+import fs from 'node:fs';
+import cron from 'node-cron';
+import { parseDocument } from 'yaml';
+import type { z } from 'zod';
+import { ConfigSchema, type Config } from './schema';
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Walk a parsed document to the value a zod issue points at, for the error message. */
+function valueAt(doc: unknown, path: readonly PropertyKey[]): unknown {
+  let cur: unknown = doc;
+  for (const key of path) {
+    if (cur === null || typeof cur !== 'object') return undefined;
+    cur = (cur as Record<PropertyKey, unknown>)[key];
+  }
+  return cur;
+}
+
+function keyName(path: readonly PropertyKey[]): string {
+  return path.reduce<string>((acc, k) => (typeof k === 'number' ? `${acc}[${k}]` : acc ? `${acc}.${String(k)}` : String(k)), '');
+}
+
+function describeIssue(issue: z.core.$ZodIssue, raw: unknown): string {
+  if (issue.code === 'unrecognized_keys') {
+    const where = keyName(issue.path);
+    const keys = issue.keys.map((k) => (where ? `${where}.${k}` : k)).join(', ');
+    return `unknown key ${keys}`;
+  }
+  const key = keyName(issue.path) || '(top level)';
+  const value = valueAt(raw, issue.path);
+  const shown = value === undefined ? 'nothing' : JSON.stringify(value);
+  return `${key} is ${shown}: ${issue.message}`;
+}
+
+/** Validate an already-parsed object. Throws ConfigError naming the key, the value and what was expected. */
+export function validateConfig(raw: unknown, source = 'config'): Config {
+  const result = ConfigSchema.safeParse(raw ?? {});
+  if (result.success) {
+    for (const [i, o] of result.data.policy.overrides.entries()) checkRegex(o.pathPattern, `policy.overrides[${i}].pathPattern`, source);
+    for (const [i, p] of result.data.discovery.extraPatterns.entries()) checkRegex(p.pattern, `discovery.extraPatterns[${i}].pattern`, source);
+    const schedule = result.data.discovery.reconcileSchedule;
+    if (!cron.validate(schedule)) throw new ConfigError(`invalid ${source}: discovery.reconcileSchedule is ${JSON.stringify(schedule)}: expected a cron expression such as "* * * * *"`);
+    return result.data;
+  }
+  const lines = result.error.issues.map((issue) => describeIssue(issue, raw));
+  throw new ConfigError(`invalid ${source}: ${lines.join('; ')}`);
+}
+
+function checkRegex(pattern: string | undefined, key: string, source: string): void {
+  if (pattern === undefined) return;
+  try {
+    new RegExp(pattern);
+  } catch (err) {
+    throw new ConfigError(`invalid ${source}: ${key} is ${JSON.stringify(pattern)}: not a regular expression (${(err as Error).message})`);
+  }
+}
+
+/** Read, parse and validate a YAML config file. */
+export function loadConfig(file: string): Config {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw new ConfigError(`cannot read config ${file}: ${e.code === 'ENOENT' ? 'no such file' : e.message}`);
+  }
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    const first = doc.errors[0]!;
+    const line = first.linePos?.[0];
+    throw new ConfigError(`config ${file} is not valid YAML${line ? ` (line ${line.line}, column ${line.col})` : ''}: ${first.message.split('\n')[0]}`);
+  }
+  return validateConfig(doc.toJS(), `config ${file}`);
+}

@@ -1,0 +1,236 @@
+import cron, { type ScheduledTask } from 'node-cron';
+import si from 'systeminformation';
+import { loadConfig } from './config/load';
+import type { Config } from './config/schema';
+import type { Container } from './discovery/container';
+import { Inventory } from './discovery/inventory';
+import { LiveDiscovery } from './discovery/live';
+import { walkCgroups, type Found } from './discovery/walk';
+import { setupHost, type HostSetup } from './host-setup';
+import { hostPidsReport } from './kernel/host-report';
+import { raisePidMax } from './kernel/sysctl';
+import type { Logger } from './log';
+import { applyPolicy, type ApplyResult } from './policy/apply';
+import { applyAll } from './policy/reconcile';
+
+/** Re-checks after a container appears: runtimes write CPU quota and their own pids.max just after mkdir. */
+const SETTLE_MS = [250, 2000];
+
+export interface DaemonHooks {
+  /** Called after each policy application (metrics, detection state). */
+  applied?(c: Container, r: ApplyResult): void;
+  containerAdded?(c: Container): void;
+  containerRemoved?(c: Container): void;
+  /** Creation seen -> pids.max written, in seconds. */
+  applyLatency?(seconds: number): void;
+  reconciled?(seconds: number, results: ApplyResult[]): void;
+}
+
+/**
+ * Wires the parts together. Owns the inventory; everything else (detection, alerts,
+ * metrics) listens to it.
+ */
+export class Daemon {
+  readonly inventory = new Inventory();
+  host!: HostSetup;
+  live?: LiveDiscovery;
+  /** Last applied result per cgroup path (pids.max, policy value, cores) for metrics and alerts. */
+  readonly applied = new Map<string, ApplyResult>();
+  private task?: ScheduledTask;
+  private settleTimers = new Set<NodeJS.Timeout>();
+  private running = false;
+  private reconciling?: Promise<void>;
+
+  constructor(
+    public config: Config,
+    private readonly configFile: string | null,
+    readonly log: Logger,
+    private readonly hooks: DaemonHooks = {},
+  ) {}
+
+  async start(): Promise<void> {
+    const config = this.config;
+    this.host = await setupHost(config);
+    const { cgroups } = this.host;
+    if (this.host.problems.length > 0) {
+      if (config.mode === 'enforce') throw new Error(`${this.host.problems.join('; ')}; run as root with the cgroup filesystem writable, or set mode: observe`);
+      for (const p of this.host.problems) this.log.warn(p);
+    }
+    this.running = true;
+    this.log.info(await this.facts(), 'starting');
+
+    if (config.kernel.manage && config.mode === 'enforce') {
+      try {
+        const r = await raisePidMax({ procRoot: config.paths.procRoot, target: config.kernel.pidMax, persist: config.kernel.persist, dropInPath: config.kernel.dropInPath });
+        this.log.info({ before: r.before, after: r.after, target: config.kernel.pidMax, persisted: r.persisted }, r.changed ? 'raised kernel.pid_max' : 'kernel.pid_max already at or above target');
+        if (r.note) this.log.warn(r.note);
+      } catch (err) {
+        // The host can still be protected container by container: log and go on.
+        this.log.error({ err: (err as Error).message }, 'cannot raise kernel.pid_max');
+      }
+    }
+
+    this.live = new LiveDiscovery(cgroups.discoveryRoot, config.discovery.maxDepth, this.host.recognisers, {
+      appeared: (found, seenHr) => this.onAppeared(found, seenHr),
+      vanished: (rel) => this.onVanished(rel),
+    }, this.log);
+
+    const t0 = process.hrtime.bigint();
+    await this.reconcile();
+    const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+    const report = await hostPidsReport(config.paths.procRoot, [...this.applied.values()].map((r) => r.newPidsMax));
+    this.log.info({ containers: this.inventory.size, watches: this.live.watchCount, startMs: Math.round(ms), ...report }, 'initial reconcile done');
+    if (report.overcommit !== null && report.overcommit > 1) {
+      this.log.warn({ sumContainersPidsMax: report.sumContainersPidsMax, pidMax: report.pidMax }, 'containers together may use more PIDs than kernel.pid_max allows');
+    }
+
+    this.task = cron.schedule(config.discovery.reconcileSchedule, () => void this.reconcile(), { noOverlap: true });
+  }
+
+  private async facts(): Promise<Record<string, unknown>> {
+    const os = await si.osInfo().catch(() => null);
+    return {
+      mode: this.config.mode,
+      configFile: this.configFile,
+      cgroup: this.host.cgroups.version,
+      layout: this.host.cgroups.layout.mode,
+      discoveryRoot: this.host.cgroups.discoveryRoot,
+      hostCores: this.host.hostCores,
+      kernel: os?.kernel,
+      distro: os ? `${os.distro} ${os.release}` : undefined,
+    };
+  }
+
+  /** Rescan everything and repair drift: new or removed containers missed, limits rewritten, watches lost. */
+  reconcile(): Promise<void> {
+    this.reconciling ??= this.doReconcile().finally(() => (this.reconciling = undefined));
+    return this.reconciling;
+  }
+
+  private async doReconcile(): Promise<void> {
+    if (!this.running || !this.live) return;
+    const t0 = process.hrtime.bigint();
+    const { cgroups, recognisers } = this.host;
+    const seen = new Set<string>();
+    const dirs: string[] = [];
+    const found: Found[] = [];
+    for (const root of this.config.discovery.roots) {
+      try {
+        const r = await walkCgroups(cgroups.discoveryRoot, [root], this.config.discovery.maxDepth, recognisers);
+        found.push(...r.containers);
+        dirs.push(...r.dirs);
+      } catch (err) {
+        this.log.error({ err: (err as Error).message, root }, 'scanning the cgroup tree failed');
+        return; // a partial scan must not be taken as "containers gone"
+      }
+    }
+    for (const d of dirs) this.live.watch(d);
+    const now = Date.now();
+    for (const f of found) {
+      seen.add(f.cgroupPath);
+      if (!this.inventory.has(f.cgroupPath)) this.addContainer({ ...f, seenAt: now, seenHr: process.hrtime.bigint() });
+    }
+    for (const c of [...this.inventory.all()]) if (!seen.has(c.cgroupPath)) this.removeContainer(c.cgroupPath);
+    const results = await applyAll({ cgroups, config: this.config, hostCores: this.host.hostCores }, [...this.inventory.all()]);
+    for (const [i, c] of [...this.inventory.all()].entries()) if (results[i]) this.record(c, results[i]!, 'reconcile');
+    const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    this.log.debug({ containers: this.inventory.size, seconds }, 'reconcile done');
+    this.hooks.reconciled?.(seconds, results);
+  }
+
+  private addContainer(c: Container): void {
+    if (this.inventory.add(c)) {
+      this.log.info({ id: c.id, runtime: c.runtime, cgroup: c.cgroupPath, pod: c.podUid }, 'container found');
+      this.hooks.containerAdded?.(c);
+    }
+  }
+
+  private removeContainer(rel: string): void {
+    const c = this.inventory.remove(rel);
+    if (!c) return;
+    this.applied.delete(rel);
+    this.log.info({ id: c.id, runtime: c.runtime, cgroup: c.cgroupPath }, 'container gone');
+    this.hooks.containerRemoved?.(c);
+  }
+
+  private onAppeared(found: Found, seenHr: bigint): void {
+    if (!this.running || this.inventory.has(found.cgroupPath)) return;
+    const c: Container = { ...found, seenAt: Date.now(), seenHr };
+    this.addContainer(c);
+    void this.applyNow(c, 'appeared').then((r) => {
+      if (r.written) {
+        const seconds = Number(process.hrtime.bigint() - seenHr) / 1e9;
+        this.log.debug({ id: c.id, cgroup: c.cgroupPath, latencyMs: Math.round(seconds * 1e6) / 1e3 }, 'creation to pids.max written');
+        this.hooks.applyLatency?.(seconds);
+      }
+    });
+    for (const ms of SETTLE_MS) {
+      const t = setTimeout(() => {
+        this.settleTimers.delete(t);
+        if (this.inventory.get(c.cgroupPath) === c) void this.applyNow(c, 'settle');
+      }, ms);
+      t.unref();
+      this.settleTimers.add(t);
+    }
+  }
+
+  private onVanished(rel: string): void {
+    const prefix = `${rel}/`;
+    for (const c of [...this.inventory.all()]) if (c.cgroupPath === rel || c.cgroupPath.startsWith(prefix)) this.removeContainer(c.cgroupPath);
+  }
+
+  private async applyNow(c: Container, why: string): Promise<ApplyResult> {
+    const r = await applyPolicy({ cgroups: this.host.cgroups, config: this.config, hostCores: this.host.hostCores }, c);
+    this.record(c, r, why);
+    return r;
+  }
+
+  private record(c: Container, r: ApplyResult, why: string): void {
+    if (r.action === 'gone') {
+      this.log.debug({ id: c.id, cgroup: c.cgroupPath, why }, r.reason);
+      this.removeContainer(c.cgroupPath);
+      return;
+    }
+    if (r.action === 'error') {
+      this.log.error({ id: c.id, cgroup: c.cgroupPath, why }, `applying the PID policy failed: ${r.reason}`);
+      return;
+    }
+    this.applied.set(c.cgroupPath, r);
+    const level = r.written ? 'info' : 'debug';
+    this.log[level]({ id: c.id, cgroup: c.cgroupPath, cores: r.cores, coresSource: r.coresSource, policy: r.policyValue, old: r.oldPidsMax, new: r.newPidsMax, action: r.action, why }, r.written ? 'pids.max set' : r.reason);
+    this.hooks.applied?.(c, r);
+  }
+
+  /** SIGHUP: load the config again; an invalid one keeps the running config. */
+  async reload(): Promise<boolean> {
+    if (!this.configFile) {
+      this.log.warn('reload asked, but the daemon runs on built-in defaults (no --config file): nothing to reload');
+      return false;
+    }
+    let next: Config;
+    try {
+      next = loadConfig(this.configFile);
+    } catch (err) {
+      this.log.error({ err: (err as Error).message }, 'reload failed: keeping the running config');
+      return false;
+    }
+    this.log.info({ configFile: this.configFile }, 'reloading');
+    await this.stop();
+    this.config = next;
+    this.inventory.removeAllListeners();
+    for (const c of [...this.inventory.all()]) this.inventory.remove(c.cgroupPath);
+    this.applied.clear();
+    await this.start();
+    return true;
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    this.task?.stop();
+    this.task = undefined;
+    for (const t of this.settleTimers) clearTimeout(t);
+    this.settleTimers.clear();
+    await this.reconciling;
+    this.live?.close();
+  }
+}

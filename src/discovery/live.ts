@@ -1,0 +1,104 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Logger } from '../log';
+import type { Recogniser } from '../runtimes/types';
+import { recognise } from '../runtimes/index';
+import { watchPath, type Watch } from '../kernel/inotify';
+import { childPath, walkCgroups, type Found } from './walk';
+
+export interface LiveHandlers {
+  /** A container cgroup appeared; `seenHr` is when its creation was seen (process.hrtime.bigint()). */
+  appeared(found: Found, seenHr: bigint): void;
+  /** A cgroup directory went away (a container's, or a parent's: all below it are gone too). */
+  vanished(cgroupPath: string): void;
+}
+
+/**
+ * New containers are found through inotify on the directories where container cgroups
+ * appear (IN_CREATE on a cgroupfs directory fires on mkdir), and on new parent directories
+ * as they appear (a Kubernetes pod directory, then its containers). Rescans alone would
+ * leave a new container unlimited until the next one.
+ */
+export class LiveDiscovery {
+  private readonly watches = new Map<string, Watch>();
+  private closed = false;
+
+  constructor(
+    private readonly root: string,
+    private readonly maxDepth: number,
+    private readonly recognisers: Recogniser[],
+    private readonly handlers: LiveHandlers,
+    private readonly log: Logger,
+  ) {}
+
+  get watchCount(): number {
+    return this.watches.size;
+  }
+
+  isWatched(rel: string): boolean {
+    return this.watches.has(rel);
+  }
+
+  /** Watch a non-container directory (idempotent). Returns false if it is gone. */
+  watch(rel: string): boolean {
+    if (this.closed || this.watches.has(rel)) return true;
+    const w = watchPath(path.join(this.root, rel), (event, name) => {
+      if (event === 'rename' && name) this.onEntry(rel, name);
+    }, () => this.unwatchTree(rel));
+    if (!w) return false;
+    this.watches.set(rel, w);
+    return true;
+  }
+
+  private depthOf(rel: string): number {
+    return rel === '/' ? 0 : rel.split('/').length - 1;
+  }
+
+  private onEntry(parent: string, name: string): void {
+    const seenHr = process.hrtime.bigint();
+    const rel = childPath(parent, name);
+    let isDir = false;
+    try {
+      // Synchronous on purpose: one stat of a kernfs entry costs microseconds, and the
+      // threadpool round trip would add to the creation-to-limit latency.
+      isDir = fs.statSync(path.join(this.root, rel)).isDirectory();
+    } catch {
+      isDir = false;
+    }
+    if (!isDir) {
+      this.unwatchTree(rel);
+      this.handlers.vanished(rel);
+      return;
+    }
+    const hit = recognise(this.recognisers, rel);
+    if (hit) {
+      this.handlers.appeared({ ...hit, cgroupPath: rel }, seenHr);
+      return;
+    }
+    if (this.depthOf(rel) > this.maxDepth) return;
+    // A new parent: watch it first, then walk it, so a container made in between is not missed.
+    this.watch(rel);
+    walkCgroups(this.root, [rel], this.maxDepth, this.recognisers)
+      .then((r) => {
+        for (const d of r.dirs) this.watch(d);
+        for (const c of r.containers) this.handlers.appeared(c, seenHr);
+      })
+      .catch((err) => this.log.warn({ err, path: rel }, 'walking a new cgroup directory failed'));
+  }
+
+  private unwatchTree(rel: string): void {
+    const prefix = rel === '/' ? '/' : `${rel}/`;
+    for (const [p, w] of this.watches) {
+      if (p === rel || p.startsWith(prefix)) {
+        w.close();
+        this.watches.delete(p);
+      }
+    }
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const w of this.watches.values()) w.close();
+    this.watches.clear();
+  }
+}

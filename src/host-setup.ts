@@ -1,0 +1,55 @@
+import fs from 'node:fs';
+import si from 'systeminformation';
+import { detectLayout, openCgroupFs } from './cgroup/index';
+import type { CgroupFs } from './cgroup/types';
+import type { Config } from './config/schema';
+import { hostCores as onlineCpus } from './kernel/proc';
+import { buildRecognisers } from './runtimes/index';
+import type { Recogniser } from './runtimes/types';
+
+export interface HostSetup {
+  cgroups: CgroupFs;
+  recognisers: Recogniser[];
+  hostCores: number;
+  /** Problems that stop enforce mode and are only warnings in observe mode. */
+  problems: string[];
+}
+
+/** Host cores from systeminformation, falling back to the kernel's online CPU list. */
+async function countHostCores(): Promise<number> {
+  try {
+    const cpu = await si.cpu();
+    if (cpu.cores > 0) return cpu.cores;
+  } catch {
+    // fall through to the kernel's own list
+  }
+  return onlineCpus();
+}
+
+/** What the agent needs to act: root, a writable cgroupfs. Observe mode can do without. */
+function privilegeProblems(cgroups: CgroupFs): string[] {
+  const problems: string[] = [];
+  if (typeof process.getuid === 'function' && process.getuid() !== 0) {
+    problems.push(`not running as root (uid ${process.getuid()}): cannot write pids.max or kernel.pid_max`);
+  }
+  try {
+    fs.accessSync(cgroups.discoveryRoot, fs.constants.W_OK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    problems.push(code === 'EROFS'
+      ? `the cgroup filesystem at ${cgroups.discoveryRoot} is mounted read-only: cannot write pids.max (mount it read-write, or run privileged)`
+      : `cannot write to ${cgroups.discoveryRoot} (${code}): cannot write pids.max`);
+  }
+  return problems;
+}
+
+export async function setupHost(config: Config): Promise<HostSetup> {
+  const layout = await detectLayout(config.paths.procRoot, config.paths.cgroupRoot);
+  const cgroups = openCgroupFs(layout, config.paths.cgroupRoot);
+  return {
+    cgroups,
+    recognisers: buildRecognisers(config.discovery.runtimes, config.discovery.extraPatterns),
+    hostCores: await countHostCores(),
+    problems: privilegeProblems(cgroups),
+  };
+}

@@ -1,0 +1,68 @@
+import type { CgroupFs, Limit } from '../cgroup/types';
+import { CgroupError } from '../cgroup/types';
+import { countCpuList } from '../cgroup/parsers';
+import type { Config } from '../config/schema';
+import type { Container } from '../discovery/container';
+import { coresFor, type CoresSource } from './cores';
+import { decide, type Action } from './decide';
+
+/** One container's reconcile outcome: what `apply` prints and the daemon logs. */
+export interface ApplyResult {
+  id: string;
+  runtime: string;
+  cgroupPath: string;
+  cores?: number;
+  coresSource?: CoresSource;
+  coresDetail?: string;
+  policyValue?: number | null;
+  oldPidsMax?: Limit;
+  newPidsMax?: Limit;
+  action: Action | 'gone' | 'error';
+  /** True when pids.max was written. */
+  written: boolean;
+  reason: string;
+}
+
+export interface ApplyContext {
+  cgroups: CgroupFs;
+  config: Pick<Config, 'mode' | 'policy'>;
+  hostCores: number;
+}
+
+const gone = (c: Container, reason: string): ApplyResult => ({ id: c.id, runtime: c.runtime, cgroupPath: c.cgroupPath, action: 'gone', written: false, reason });
+
+/**
+ * Compute the container's policy value and, in enforce mode, write it. A container that
+ * vanishes on the way is reported as 'gone' (normal life); other errors as 'error' with the path.
+ */
+export async function applyPolicy(ctx: ApplyContext, c: Container): Promise<ApplyResult> {
+  const { cgroups, config } = ctx;
+  try {
+    const [quota, cpuset, current] = await Promise.all([
+      cgroups.readCpuQuota(c.cgroupPath),
+      cgroups.readCpuset(c.cgroupPath),
+      cgroups.readPidsMax(c.cgroupPath),
+    ]);
+    if (current === null) return gone(c, 'cgroup removed before pids.max could be read');
+    const cores = coresFor(quota, cpuset ? countCpuList(cpuset) : null, ctx.hostCores);
+    const d = decide(config.policy, cores, current, c.cgroupPath, c.runtime);
+    const base = {
+      id: c.id,
+      runtime: c.runtime,
+      cgroupPath: c.cgroupPath,
+      cores: cores.cores,
+      coresSource: cores.source,
+      coresDetail: cores.detail,
+      policyValue: d.policyValue,
+      oldPidsMax: current,
+    };
+    if (d.action !== 'set' || d.policyValue === null) return { ...base, newPidsMax: current, action: d.action, written: false, reason: d.reason };
+    if (config.mode === 'observe') return { ...base, newPidsMax: current, action: 'set', written: false, reason: `observe mode, would set: ${d.reason}` };
+    const w = await cgroups.writePidsMax(c.cgroupPath, d.policyValue);
+    if (w === 'gone') return gone(c, 'cgroup removed before pids.max could be written');
+    return { ...base, newPidsMax: d.policyValue, action: 'set', written: true, reason: d.reason };
+  } catch (err) {
+    const path = err instanceof CgroupError ? err.path : c.cgroupPath;
+    return { id: c.id, runtime: c.runtime, cgroupPath: c.cgroupPath, action: 'error', written: false, reason: `${path}: ${(err as Error).message}` };
+  }
+}

@@ -1,0 +1,46 @@
+import type { Config, PolicyOverride } from '../config/schema';
+import type { Limit } from '../cgroup/types';
+import type { CoresUsed } from './cores';
+
+export type Action =
+  | 'set' // pids.max written (enforce) or would be (observe)
+  | 'unchanged' // already at the policy value
+  | 'kept-lower' // an existing lower limit kept (existing: keep-lower)
+  | 'excluded'; // an override excludes the container
+
+export interface Decision {
+  policyValue: number | null;
+  action: Action;
+  reason: string;
+}
+
+export type PolicyConfig = Config['policy'];
+
+/** First override that matches wins; overrides are in the order the operator wrote them. */
+export function findOverride(policy: PolicyConfig, cgroupPath: string, runtime: string): PolicyOverride | undefined {
+  return policy.overrides.find(
+    (o) => (o.runtime === undefined || o.runtime === runtime) && (o.pathPattern === undefined || new RegExp(o.pathPattern).test(cgroupPath)),
+  );
+}
+
+/** max(cores, minCores) x pidsPerCore, with the override's numbers where it has them. */
+export function policyValue(policy: PolicyConfig, cores: number, override?: PolicyOverride): number {
+  if (override?.pidsMax !== undefined) return override.pidsMax;
+  const minCores = override?.minCores ?? policy.minCores;
+  const perCore = override?.pidsPerCore ?? policy.pidsPerCore;
+  return Math.max(cores, minCores) * perCore;
+}
+
+/** What to do with a container whose pids.max is `current`. Pure: the caller does the I/O. */
+export function decide(policy: PolicyConfig, cores: CoresUsed, current: Limit, cgroupPath: string, runtime: string): Decision {
+  const override = findOverride(policy, cgroupPath, runtime);
+  if (override?.exclude) return { policyValue: null, action: 'excluded', reason: 'excluded by an override' };
+  const value = policyValue(policy, cores.cores, override);
+  const how = override?.pidsMax !== undefined ? `override pidsMax ${value}` : `max(${cores.cores} cores from ${cores.source}, ${override?.minCores ?? policy.minCores}) x ${override?.pidsPerCore ?? policy.pidsPerCore}`;
+  if (current === value) return { policyValue: value, action: 'unchanged', reason: `already ${value} (${how})` };
+  if (current === 'max') return { policyValue: value, action: 'set', reason: `unlimited; policy ${how}` };
+  if (current < value && policy.existing === 'keep-lower') {
+    return { policyValue: value, action: 'kept-lower', reason: `existing ${current} is lower than policy ${value}; kept (existing: keep-lower)` };
+  }
+  return { policyValue: value, action: 'set', reason: `${current} -> policy ${how}${current < value ? ' (existing: replace)' : ''}` };
+}

@@ -1,0 +1,68 @@
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ConfigError, loadConfig, validateConfig } from '../../src/config/load';
+
+const repo = path.join(__dirname, '..', '..', '..');
+
+test('config/default.yaml is valid and documents exactly the built-in defaults', () => {
+  const fromFile = loadConfig(path.join(repo, 'config', 'default.yaml'));
+  const builtIn = validateConfig({});
+  assert.deepEqual(fromFile, builtIn);
+  assert.equal(fromFile.policy.minCores, 6);
+  assert.equal(fromFile.policy.pidsPerCore, 1024);
+  assert.equal(fromFile.kernel.pidMax, 4194304);
+  assert.equal(fromFile.discovery.reconcileSchedule, '* * * * *');
+  assert.equal(fromFile.detection.sweepIntervalMs, 1000);
+});
+
+test('every key of the schema appears in config/default.yaml', () => {
+  const text = fs.readFileSync(path.join(repo, 'config', 'default.yaml'), 'utf8');
+  const walk = (o: unknown, prefix: string[]): string[] =>
+    o && typeof o === 'object' && !Array.isArray(o)
+      ? Object.entries(o).flatMap(([k, v]) => [k, ...walk(v, [...prefix, k])])
+      : [];
+  for (const key of walk(validateConfig({}), [])) assert.match(text, new RegExp(`^\\s*#?\\s*${key}:`, 'm'), `key ${key} is not documented`);
+});
+
+function errorOf(raw: unknown): string {
+  try {
+    validateConfig(raw, 'test.yaml');
+  } catch (err) {
+    assert.ok(err instanceof ConfigError);
+    return err.message;
+  }
+  assert.fail('expected a ConfigError');
+}
+
+test('an invalid value names the key, the value and what was expected', () => {
+  const m = errorOf({ policy: { minCores: 'six' } });
+  assert.match(m, /policy\.minCores/);
+  assert.match(m, /"six"/);
+  assert.match(m, /expected number/);
+});
+
+test('unknown keys, bad enums, bad regexes and bad cron schedules are refused', () => {
+  assert.match(errorOf({ polcy: {} }), /unknown key polcy/);
+  assert.match(errorOf({ mode: 'enforcing' }), /mode is "enforcing".*(enforce|observe)/);
+  assert.match(errorOf({ policy: { overrides: [{ pathPattern: '([' }] } }), /policy\.overrides\[0\]\.pathPattern.*not a regular expression/);
+  assert.match(errorOf({ policy: { overrides: [{ exclude: true }] } }), /pathPattern.*runtime/);
+  assert.match(errorOf({ discovery: { reconcileSchedule: 'every minute' } }), /reconcileSchedule is "every minute".*cron/);
+  assert.match(errorOf({ metrics: { listen: '9464' } }), /metrics\.listen is "9464".*host:port/);
+  assert.match(errorOf({ alerts: { sinks: [{ type: 'webhook', url: 'http://x', bearerToken: {} }] } }), /bearerToken.*exactly one/);
+  assert.match(errorOf({ kernel: { pidMax: 5_000_000 } }), /kernel\.pidMax is 5000000/);
+});
+
+test('a YAML syntax error names the file and the line', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cgwd-config-'));
+  try {
+    const f = path.join(dir, 'bad.yaml');
+    fs.writeFileSync(f, 'mode: enforce\npolicy:\n  minCores: [1\n');
+    assert.throws(() => loadConfig(f), (e: Error) => e instanceof ConfigError && e.message.includes(f) && /line \d+/.test(e.message));
+    assert.throws(() => loadConfig(path.join(dir, 'missing.yaml')), /no such file/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -1,0 +1,59 @@
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { validateConfig } from '../../src/config/load';
+import { coresFor } from '../../src/policy/cores';
+import { decide, policyValue } from '../../src/policy/decide';
+
+const policy = validateConfig({}).policy;
+const host = 2;
+
+test('cores: the quota rounded up, else the cpuset, else the host', () => {
+  assert.deepEqual(coresFor({ quotaUs: 150000, periodUs: 100000 }, 8, host).cores, 2);
+  assert.equal(coresFor({ quotaUs: 150000, periodUs: 100000 }, 8, host).source, 'quota');
+  assert.equal(coresFor({ quotaUs: 200000, periodUs: 100000 }, null, host).cores, 2);
+  assert.equal(coresFor({ quotaUs: 1600000, periodUs: 100000 }, null, host).cores, 16);
+  assert.equal(coresFor({ quotaUs: 50000, periodUs: 100000 }, null, host).cores, 1);
+  assert.deepEqual(coresFor({ quotaUs: 'max', periodUs: 100000 }, 4, host), { cores: 4, source: 'cpuset', detail: 'cpuset of 4' });
+  assert.equal(coresFor(null, null, host).source, 'host');
+  assert.equal(coresFor(null, 0, 12).cores, 12);
+});
+
+test('policy value: max(cores, 6) x 1024', () => {
+  assert.equal(policyValue(policy, 2), 6144); // a 2-CPU container
+  assert.equal(policyValue(policy, 1), 6144);
+  assert.equal(policyValue(policy, 6), 6144);
+  assert.equal(policyValue(policy, 7), 7168);
+  assert.equal(policyValue(policy, 16), 16384); // a 16-CPU container
+  assert.equal(policyValue(policy, Math.ceil(1.5)), 6144);
+});
+
+const cores = (n: number) => coresFor({ quotaUs: n * 100000, periodUs: 100000 }, null, host);
+
+test('existing limits: max is replaced, lower kept by default, higher lowered, equal unchanged', () => {
+  assert.equal(decide(policy, cores(2), 'max', '/docker/x', 'docker').action, 'set');
+  const lower = decide(policy, cores(2), 2048, '/docker/x', 'docker');
+  assert.equal(lower.action, 'kept-lower');
+  assert.match(lower.reason, /2048.*6144.*keep-lower/);
+  assert.equal(decide(policy, cores(2), 100000, '/docker/x', 'docker').action, 'set');
+  assert.equal(decide(policy, cores(2), 6144, '/docker/x', 'docker').action, 'unchanged');
+  const replace = { ...policy, existing: 'replace' as const };
+  assert.equal(decide(replace, cores(2), 2048, '/docker/x', 'docker').action, 'set');
+  assert.equal(decide(replace, cores(2), 2048, '/docker/x', 'docker').policyValue, 6144);
+});
+
+test('overrides: first match wins; exclude, fixed value, own numbers; by path and by runtime', () => {
+  const p = validateConfig({
+    policy: {
+      overrides: [
+        { runtime: 'lxc', exclude: true },
+        { pathPattern: '^/kubepods/besteffort/', pidsMax: 4096 },
+        { runtime: 'podman', minCores: 2, pidsPerCore: 512 },
+        { runtime: 'podman', pidsMax: 1 },
+      ],
+    },
+  }).policy;
+  assert.equal(decide(p, cores(2), 'max', '/lxc.payload.web', 'lxc').action, 'excluded');
+  assert.equal(decide(p, cores(2), 'max', '/kubepods/besteffort/podx/abc', 'containerd').policyValue, 4096);
+  assert.equal(decide(p, cores(2), 'max', '/kubepods/burstable/podx/abc', 'containerd').policyValue, 6144);
+  assert.equal(decide(p, cores(3), 'max', '/libpod_parent/libpod-abc', 'podman').policyValue, 1536);
+});
