@@ -50,6 +50,18 @@ export interface MemoryUsage {
   limitBytes: Limit;
 }
 
+/** One read of a cgroup's limit-hit counters; a part is absent when its controller is not there. */
+export interface CounterSnapshot {
+  pids?: PidsEvents;
+  memory?: MemoryEvents;
+}
+
+/** What the synchronous reads need: CounterReader (cached fds) satisfies it. */
+export interface SyncFileReader {
+  /** Content, or null when the file (its cgroup) is gone. */
+  read(path: string): string | null;
+}
+
 /**
  * Reads and writes of one container's cgroup files. Every read returns `null` when the
  * cgroup is gone (ENOENT/ENODEV/ESRCH): that is normal life for containers, not an error.
@@ -77,6 +89,16 @@ export interface CgroupFs {
   readMemoryUsage(rel: string): Promise<MemoryUsage | null>;
   /** Thread ids in the cgroup (cgroup.threads on v2, tasks on v1). */
   readTasks(rel: string): Promise<number[] | null>;
+
+  /** Absolute paths of the files readCountersSync reads (to close their fds when the cgroup goes). */
+  counterFiles(rel: string): string[];
+  /**
+   * The sweep's read: pids.events and the memory counters through `reader` (a CounterReader
+   * keeps their fds open). Null when the cgroup is gone.
+   */
+  readCountersSync(rel: string, reader: SyncFileReader): CounterSnapshot | null;
+  /** pids.current and pids.max through `reader`; null when the cgroup is gone. */
+  readPidsCurrentSync(rel: string, reader: SyncFileReader): { current: number; max: Limit } | null;
 }
 
 export class CgroupError extends Error {

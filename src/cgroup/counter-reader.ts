@@ -1,0 +1,106 @@
+import fs from 'node:fs';
+import { ioError, isGoneCode } from './files';
+import type { SyncFileReader } from './types';
+
+// The detection sweep reads a few counters of every container every second. Opening and
+// closing each file costs more than reading it, so fds stay open: a pread at offset 0 makes
+// the kernel regenerate a cgroup seq file (seq_read restarts when the position goes back).
+
+export interface CounterReaderOptions {
+  /** Most fds kept open; beyond it reads fall back to open/read/close. */
+  maxOpenFds?: number;
+}
+
+export class CounterReader implements SyncFileReader {
+  private readonly fds = new Map<string, number>();
+  private maxOpenFds: number;
+  private buf = Buffer.allocUnsafe(4096);
+
+  constructor(options: CounterReaderOptions = {}) {
+    this.maxOpenFds = options.maxOpenFds ?? 4096;
+  }
+
+  /** Number of fds held open now. */
+  get openCount(): number {
+    return this.fds.size;
+  }
+
+  /** The file's current content, or null when it (its cgroup) is gone. */
+  read(path: string): string | null {
+    const cached = this.fds.get(path);
+    if (cached !== undefined) {
+      try {
+        return this.readFd(cached);
+      } catch (err) {
+        this.drop(path, cached);
+        if (isGoneCode((err as NodeJS.ErrnoException).code)) return null;
+        throw ioError('read', path, err);
+      }
+    }
+    let fd: number;
+    try {
+      fd = fs.openSync(path, 'r');
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (isGoneCode(code)) return null;
+      // Out of fds: stop caching more, the sweep must go on.
+      if ((code === 'EMFILE' || code === 'ENFILE') && this.fds.size > 0) {
+        this.maxOpenFds = Math.min(this.maxOpenFds, this.fds.size - 1);
+        this.closeOldest();
+        return this.read(path);
+      }
+      throw ioError('open', path, err);
+    }
+    let text: string;
+    try {
+      text = this.readFd(fd);
+    } catch (err) {
+      fs.closeSync(fd);
+      if (isGoneCode((err as NodeJS.ErrnoException).code)) return null;
+      throw ioError('read', path, err);
+    }
+    if (this.fds.size < this.maxOpenFds) this.fds.set(path, fd);
+    else fs.closeSync(fd);
+    return text;
+  }
+
+  /** Close the fds of every file under `dir` (a removed cgroup directory), or of that one file. */
+  forget(dir: string): void {
+    const prefix = dir.endsWith('/') ? dir : dir + '/';
+    for (const [p, fd] of this.fds) {
+      if (p === dir || p.startsWith(prefix)) this.drop(p, fd);
+    }
+  }
+
+  close(): void {
+    for (const [p, fd] of this.fds) this.drop(p, fd);
+  }
+
+  private drop(path: string, fd: number): void {
+    this.fds.delete(path);
+    try {
+      fs.closeSync(fd);
+    } catch {
+      // Already closed: nothing left to release.
+    }
+  }
+
+  private closeOldest(): void {
+    const first = this.fds.entries().next();
+    if (!first.done) this.drop(first.value[0], first.value[1]);
+  }
+
+  private readFd(fd: number): string {
+    let total = 0;
+    for (;;) {
+      const n = fs.readSync(fd, this.buf, total, this.buf.length - total, total);
+      total += n;
+      if (n === 0 || total < this.buf.length) break;
+      // A file longer than the buffer: grow and keep reading where we stopped.
+      const bigger = Buffer.allocUnsafe(this.buf.length * 2);
+      this.buf.copy(bigger, 0, 0, total);
+      this.buf = bigger;
+    }
+    return this.buf.toString('latin1', 0, total);
+  }
+}

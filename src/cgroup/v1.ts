@@ -1,0 +1,149 @@
+import path from 'node:path';
+import { cgroupDir, parseError, readCgroupFile, readParsed, readSyncParsed, writeCgroupFile } from './files';
+import {
+  parseCfsQuota,
+  parseIdList,
+  parseInteger,
+  parseLimit,
+  parseOomControlKills,
+  parsePidsEventsMax,
+  parseV1MemoryLimit,
+} from './parsers';
+import {
+  CgroupError,
+  type CgroupFs,
+  type CgroupLayout,
+  type CounterSnapshot,
+  type CpuQuota,
+  type Limit,
+  type MemoryEvents,
+  type MemoryUsage,
+  type PidsEvents,
+  type SyncFileReader,
+} from './types';
+
+type Controller = 'pids' | 'memory' | 'cpu' | 'cpuset';
+
+/** cgroup v1: one hierarchy per controller, each at its own mount point. */
+export class V1CgroupFs implements CgroupFs {
+  readonly version = 'v1' as const;
+  readonly discoveryRoot: string;
+
+  constructor(readonly layout: CgroupLayout) {
+    const pids = layout.v1Mounts.pids;
+    if (pids === undefined) throw new CgroupError('no v1 pids hierarchy is mounted: cgwatchdog needs the pids controller', '', 'ENOCONTROLLER');
+    this.discoveryRoot = pids;
+  }
+
+  private mount(controller: Controller): string {
+    const m = this.layout.v1Mounts[controller];
+    if (m === undefined) throw new CgroupError(`no v1 ${controller} hierarchy is mounted`, '', 'ENOCONTROLLER');
+    return m;
+  }
+
+  private has(controller: Controller): boolean {
+    return this.layout.v1Mounts[controller] !== undefined;
+  }
+
+  dir(controller: Controller, rel: string): string {
+    return cgroupDir(this.mount(controller), rel);
+  }
+
+  private file(controller: Controller, rel: string, name: string): string {
+    return path.join(this.dir(controller, rel), name);
+  }
+
+  // On this kernel (6.18) inotify never fires on v1 pids.events or memory.oom_control, so
+  // there is nothing to watch: the sweep and /dev/kmsg find v1 limit hits.
+  eventFiles(rel: string): { pids?: string; memory?: string } {
+    cgroupDir(this.discoveryRoot, rel);
+    return {};
+  }
+
+  async readPidsMax(rel: string): Promise<Limit | null> {
+    return readParsed(this.file('pids', rel, 'pids.max'), parseLimit);
+  }
+
+  async writePidsMax(rel: string, value: number): Promise<'ok' | 'gone'> {
+    const file = this.file('pids', rel, 'pids.max');
+    if (!Number.isSafeInteger(value) || value < 0) throw new CgroupError(`refusing to write ${value} to ${file}: expected a non-negative integer`, file, 'EINVAL');
+    return writeCgroupFile(file, String(value));
+  }
+
+  async readPidsCurrent(rel: string): Promise<number | null> {
+    return readParsed(this.file('pids', rel, 'pids.current'), parseInteger);
+  }
+
+  async readPidsEvents(rel: string): Promise<PidsEvents | null> {
+    const max = await readParsed(this.file('pids', rel, 'pids.events'), parsePidsEventsMax);
+    return max === null ? null : { max };
+  }
+
+  async readCpuQuota(rel: string): Promise<CpuQuota | null> {
+    if (!this.has('cpu')) return null;
+    const quotaFile = this.file('cpu', rel, 'cpu.cfs_quota_us');
+    const periodFile = this.file('cpu', rel, 'cpu.cfs_period_us');
+    const [quota, period] = await Promise.all([readCgroupFile(quotaFile), readCgroupFile(periodFile)]);
+    if (quota === null || period === null) return null;
+    try {
+      return parseCfsQuota(quota, period);
+    } catch (err) {
+      throw parseError(path.dirname(quotaFile), err);
+    }
+  }
+
+  async readCpuset(rel: string): Promise<string | null> {
+    if (!this.has('cpuset')) return null;
+    for (const name of ['cpuset.effective_cpus', 'cpuset.cpus']) {
+      const text = await readCgroupFile(this.file('cpuset', rel, name));
+      if (text !== null && text.trim() !== '') return text.trim();
+    }
+    return null;
+  }
+
+  async readMemoryEvents(rel: string): Promise<MemoryEvents | null> {
+    const [max, oomKill] = await Promise.all([
+      readParsed(this.file('memory', rel, 'memory.failcnt'), parseInteger),
+      readParsed(this.file('memory', rel, 'memory.oom_control'), parseOomControlKills),
+    ]);
+    return max === null || oomKill === null ? null : { max, oomKill };
+  }
+
+  async readMemoryUsage(rel: string): Promise<MemoryUsage | null> {
+    const [usageBytes, limitBytes] = await Promise.all([
+      readParsed(this.file('memory', rel, 'memory.usage_in_bytes'), parseInteger),
+      readParsed(this.file('memory', rel, 'memory.limit_in_bytes'), parseV1MemoryLimit),
+    ]);
+    if (usageBytes === null || limitBytes === null) return null;
+    return { usageBytes, limitBytes };
+  }
+
+  async readTasks(rel: string): Promise<number[] | null> {
+    return readParsed(this.file('pids', rel, 'tasks'), parseIdList);
+  }
+
+  counterFiles(rel: string): string[] {
+    const out = ['pids.events', 'pids.current', 'pids.max'].map((f) => this.file('pids', rel, f));
+    if (this.has('memory')) out.push(this.file('memory', rel, 'memory.failcnt'), this.file('memory', rel, 'memory.oom_control'));
+    return out;
+  }
+
+  readCountersSync(rel: string, reader: SyncFileReader): CounterSnapshot | null {
+    const snap: CounterSnapshot = {};
+    const pidsMax = readSyncParsed(reader, this.file('pids', rel, 'pids.events'), parsePidsEventsMax);
+    if (pidsMax !== null) snap.pids = { max: pidsMax };
+    // A container can be missing from one v1 hierarchy (a runtime that skips memory): read what is there.
+    if (this.has('memory')) {
+      const failcnt = readSyncParsed(reader, this.file('memory', rel, 'memory.failcnt'), parseInteger);
+      const oomKill = failcnt === null ? null : readSyncParsed(reader, this.file('memory', rel, 'memory.oom_control'), parseOomControlKills);
+      if (failcnt !== null && oomKill !== null) snap.memory = { max: failcnt, oomKill };
+    }
+    return snap.pids === undefined && snap.memory === undefined ? null : snap;
+  }
+
+  readPidsCurrentSync(rel: string, reader: SyncFileReader): { current: number; max: Limit } | null {
+    const current = readSyncParsed(reader, this.file('pids', rel, 'pids.current'), parseInteger);
+    const max = current === null ? null : readSyncParsed(reader, this.file('pids', rel, 'pids.max'), parseLimit);
+    return current === null || max === null ? null : { current, max };
+  }
+}

@@ -1,0 +1,119 @@
+import path from 'node:path';
+import { cgroupDir, readCgroupFile, readParsed, readSyncParsed, writeCgroupFile } from './files';
+import { parseCpuMax, parseIdList, parseInteger, parseLimit, parseMemoryEvents, parsePidsEventsMax } from './parsers';
+import {
+  CgroupError,
+  type CgroupFs,
+  type CgroupLayout,
+  type CounterSnapshot,
+  type CpuQuota,
+  type Limit,
+  type MemoryEvents,
+  type MemoryUsage,
+  type PidsEvents,
+  type SyncFileReader,
+} from './types';
+
+type Controller = 'pids' | 'memory' | 'cpu' | 'cpuset';
+
+/** cgroup v2: one hierarchy; every controller's files sit in the same directory. */
+export class V2CgroupFs implements CgroupFs {
+  readonly version = 'v2' as const;
+  readonly discoveryRoot: string;
+  /** Whether this kernel has pids.events.local (>= 6.11); learnt on the first sweep read. */
+  private localEvents: boolean | undefined;
+
+  constructor(readonly layout: CgroupLayout) {
+    if (layout.v2Mount === undefined) throw new CgroupError('no cgroup2 hierarchy is mounted', '', 'ENOCONTROLLER');
+    this.discoveryRoot = layout.v2Mount;
+  }
+
+  dir(_controller: Controller, rel: string): string {
+    return cgroupDir(this.discoveryRoot, rel);
+  }
+
+  private file(rel: string, name: string): string {
+    return path.join(cgroupDir(this.discoveryRoot, rel), name);
+  }
+
+  eventFiles(rel: string): { pids?: string; memory?: string } {
+    return { pids: this.file(rel, 'pids.events'), memory: this.file(rel, 'memory.events') };
+  }
+
+  async readPidsMax(rel: string): Promise<Limit | null> {
+    return readParsed(this.file(rel, 'pids.max'), parseLimit);
+  }
+
+  async writePidsMax(rel: string, value: number): Promise<'ok' | 'gone'> {
+    const file = this.file(rel, 'pids.max');
+    if (!Number.isSafeInteger(value) || value < 0) throw new CgroupError(`refusing to write ${value} to ${file}: expected a non-negative integer`, file, 'EINVAL');
+    return writeCgroupFile(file, String(value));
+  }
+
+  async readPidsCurrent(rel: string): Promise<number | null> {
+    return readParsed(this.file(rel, 'pids.current'), parseInteger);
+  }
+
+  async readPidsEvents(rel: string): Promise<PidsEvents | null> {
+    const max = await readParsed(this.file(rel, 'pids.events'), parsePidsEventsMax);
+    if (max === null) return null;
+    // Linux 6.11 made pids.events hierarchical and added pids.events.local; older kernels lack it.
+    const localMax = await readParsed(this.file(rel, 'pids.events.local'), parsePidsEventsMax);
+    return localMax === null ? { max } : { max, localMax };
+  }
+
+  async readCpuQuota(rel: string): Promise<CpuQuota | null> {
+    return readParsed(this.file(rel, 'cpu.max'), parseCpuMax);
+  }
+
+  async readCpuset(rel: string): Promise<string | null> {
+    for (const name of ['cpuset.cpus.effective', 'cpuset.cpus']) {
+      const text = await readCgroupFile(this.file(rel, name));
+      if (text !== null && text.trim() !== '') return text.trim();
+    }
+    return null;
+  }
+
+  async readMemoryEvents(rel: string): Promise<MemoryEvents | null> {
+    return readParsed(this.file(rel, 'memory.events'), parseMemoryEvents);
+  }
+
+  async readMemoryUsage(rel: string): Promise<MemoryUsage | null> {
+    const [usageBytes, limitBytes] = await Promise.all([
+      readParsed(this.file(rel, 'memory.current'), parseInteger),
+      readParsed(this.file(rel, 'memory.max'), parseLimit),
+    ]);
+    if (usageBytes === null || limitBytes === null) return null;
+    return { usageBytes, limitBytes };
+  }
+
+  async readTasks(rel: string): Promise<number[] | null> {
+    return readParsed(this.file(rel, 'cgroup.threads'), parseIdList);
+  }
+
+  counterFiles(rel: string): string[] {
+    return ['pids.events', 'pids.events.local', 'memory.events', 'pids.current', 'pids.max'].map((f) => this.file(rel, f));
+  }
+
+  readCountersSync(rel: string, reader: SyncFileReader): CounterSnapshot | null {
+    const snap: CounterSnapshot = {};
+    // A cgroup without the pids or memory controller enabled has no such file: that part stays absent.
+    const max = readSyncParsed(reader, this.file(rel, 'pids.events'), parsePidsEventsMax);
+    if (max !== null) {
+      // Skip the failing open of pids.events.local on every sweep once the kernel proved not to have it.
+      const localMax = this.localEvents === false ? null : readSyncParsed(reader, this.file(rel, 'pids.events.local'), parsePidsEventsMax);
+      if (localMax !== null) this.localEvents = true;
+      else if (this.localEvents === undefined && reader.read(this.file(rel, 'pids.events')) !== null) this.localEvents = false;
+      snap.pids = localMax === null ? { max } : { max, localMax };
+    }
+    const memory = readSyncParsed(reader, this.file(rel, 'memory.events'), parseMemoryEvents);
+    if (memory !== null) snap.memory = memory;
+    return snap.pids === undefined && snap.memory === undefined ? null : snap;
+  }
+
+  readPidsCurrentSync(rel: string, reader: SyncFileReader): { current: number; max: Limit } | null {
+    const current = readSyncParsed(reader, this.file(rel, 'pids.current'), parseInteger);
+    const max = current === null ? null : readSyncParsed(reader, this.file(rel, 'pids.max'), parseLimit);
+    return current === null || max === null ? null : { current, max };
+  }
+}
