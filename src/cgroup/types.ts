@@ -99,6 +99,8 @@ export interface CgroupFs {
   readCountersSync(rel: string, reader: SyncFileReader): CounterSnapshot | null;
   /** pids.current and pids.max through `reader`; null when the cgroup is gone. */
   readPidsCurrentSync(rel: string, reader: SyncFileReader): { current: number; max: Limit } | null;
+  /** Memory usage and limit through kept-open fds, for the periodic usage check. */
+  readMemoryUsageSync(rel: string, reader: SyncFileReader): MemoryUsage | null;
 }
 
 export class CgroupError extends Error {

@@ -124,7 +124,7 @@ export class V1CgroupFs implements CgroupFs {
 
   counterFiles(rel: string): string[] {
     const out = ['pids.events', 'pids.current', 'pids.max'].map((f) => this.file('pids', rel, f));
-    if (this.has('memory')) out.push(this.file('memory', rel, 'memory.failcnt'), this.file('memory', rel, 'memory.oom_control'));
+    if (this.has('memory')) out.push(...['memory.failcnt', 'memory.oom_control', 'memory.usage_in_bytes', 'memory.limit_in_bytes'].map((f) => this.file('memory', rel, f)));
     return out;
   }
 
@@ -145,5 +145,12 @@ export class V1CgroupFs implements CgroupFs {
     const current = readSyncParsed(reader, this.file('pids', rel, 'pids.current'), parseInteger);
     const max = current === null ? null : readSyncParsed(reader, this.file('pids', rel, 'pids.max'), parseLimit);
     return current === null || max === null ? null : { current, max };
+  }
+
+  readMemoryUsageSync(rel: string, reader: SyncFileReader): MemoryUsage | null {
+    if (!this.has('memory')) return null;
+    const usageBytes = readSyncParsed(reader, this.file('memory', rel, 'memory.usage_in_bytes'), parseInteger);
+    const limitBytes = usageBytes === null ? null : readSyncParsed(reader, this.file('memory', rel, 'memory.limit_in_bytes'), parseV1MemoryLimit);
+    return usageBytes === null || limitBytes === null ? null : { usageBytes, limitBytes };
   }
 }

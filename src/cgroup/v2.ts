@@ -92,7 +92,7 @@ export class V2CgroupFs implements CgroupFs {
   }
 
   counterFiles(rel: string): string[] {
-    return ['pids.events', 'pids.events.local', 'memory.events', 'pids.current', 'pids.max'].map((f) => this.file(rel, f));
+    return ['pids.events', 'pids.events.local', 'memory.events', 'pids.current', 'pids.max', 'memory.current', 'memory.max'].map((f) => this.file(rel, f));
   }
 
   readCountersSync(rel: string, reader: SyncFileReader): CounterSnapshot | null {
@@ -115,5 +115,11 @@ export class V2CgroupFs implements CgroupFs {
     const current = readSyncParsed(reader, this.file(rel, 'pids.current'), parseInteger);
     const max = current === null ? null : readSyncParsed(reader, this.file(rel, 'pids.max'), parseLimit);
     return current === null || max === null ? null : { current, max };
+  }
+
+  readMemoryUsageSync(rel: string, reader: SyncFileReader): MemoryUsage | null {
+    const usageBytes = readSyncParsed(reader, this.file(rel, 'memory.current'), parseInteger);
+    const limitBytes = usageBytes === null ? null : readSyncParsed(reader, this.file(rel, 'memory.max'), parseLimit);
+    return usageBytes === null || limitBytes === null ? null : { usageBytes, limitBytes };
   }
 }

@@ -1,0 +1,80 @@
+#!/bin/sh
+# PID 1 inside user-mode Linux, started by test/helpers/uml.ts as
+#   init=/bin/sh cgwd_out=<host dir> -- <this file>
+# A fixed script: it never evaluates text it reads. The host side writes, in the host
+# directory named by $cgwd_out (a kernel command-line parameter, which the kernel hands to
+# init as an environment variable):
+#   argv  one argument per line: node binary, script, then the script's arguments
+#   env   optional, one KEY=VALUE per line, exported for the script
+# and reads back:
+#   setup    facts about the kernel and the cgroup2 mount (key=value lines)
+#   exit     the script's exit status
+#   results.jsonl, written by the script itself (see test/uml/in-uml.ts)
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export PATH
+
+OUT=/run/out
+
+finish() {
+  sync
+  # halt is systemctl on Debian; with -f it calls reboot(2) directly. If it is not there,
+  # PID 1 exiting makes the kernel panic, which ends UML as well.
+  halt -f >/dev/null 2>&1 || poweroff -f >/dev/null 2>&1
+  exit "${1:-1}"
+}
+
+mount -t proc proc /proc || finish 1
+mount -t sysfs sysfs /sys || finish 1
+# The Debian UML kernel mounts devtmpfs on /dev by itself (CONFIG_DEVTMPFS_MOUNT); the host's
+# /dev through hostfs would give device nodes the UML kernel does not back. Mount it if absent.
+[ -c /dev/null ] || mount -t devtmpfs devtmpfs /dev || finish 1
+# tmpfs on /run, NOT on /tmp: /tmp stays the host's /tmp (read-only through the hostfs root).
+mount -t tmpfs -o mode=755 tmpfs /run || finish 1
+mkdir -p /run/cg "$OUT" || finish 1
+
+if [ -z "$cgwd_out" ] || ! mount -t hostfs -o "$cgwd_out" none "$OUT"; then
+  echo "CGWD-UML: cannot mount the host output directory '$cgwd_out'"
+  finish 1
+fi
+
+{
+  echo "kernel=$(uname -r)"
+  if mount -t cgroup2 none /run/cg; then
+    echo "cgroup2=1"
+    read -r controllers < /run/cg/cgroup.controllers
+    echo "controllers=$controllers"
+    # pids and memory are required; cpu and cpuset only when this kernel has them.
+    echo "+pids +memory" > /run/cg/cgroup.subtree_control || echo "subtree_error=pids memory"
+    for c in $controllers; do
+      case "$c" in
+        cpu|cpuset) echo "+$c" > /run/cg/cgroup.subtree_control || echo "subtree_error=$c" ;;
+      esac
+    done
+    read -r subtree < /run/cg/cgroup.subtree_control
+    echo "subtree_control=$subtree"
+  else
+    echo "cgroup2=0"
+  fi
+} > "$OUT/setup" 2>&1
+
+# Build "$@" from the argv file, one line per argument, without eval.
+set --
+while IFS= read -r a || [ -n "$a" ]; do
+  set -- "$@" "$a"
+done < "$OUT/argv"
+if [ "$#" -lt 2 ]; then
+  echo "CGWD-UML: bad argv file"
+  finish 1
+fi
+
+if [ -f "$OUT/env" ]; then
+  while IFS= read -r kv || [ -n "$kv" ]; do
+    [ -n "$kv" ] && export "$kv"
+  done < "$OUT/env"
+fi
+
+CGWD_UML=1 CGWD_CGROUP_ROOT=/run/cg CGWD_OUT="$OUT" HOME=/run "$@" < /dev/null
+rc=$?
+echo "$rc" > "$OUT/exit"
+echo "CGWD-UML: exit=$rc"
+finish 0
