@@ -1,0 +1,300 @@
+import { EventEmitter } from 'node:events';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from '../log';
+import type { Alert } from './alert';
+
+// A durable queue on disk: one JSON file per (sink, message) in <dir>/<sink>/. A file is
+// written to a temp name, fsynced, renamed into place and the directory fsynced, so after a
+// crash (SIGKILL, power loss) an entry is either whole under its final name or not there at
+// all. File names are a zero-padded global sequence, so a directory listing sorts in
+// enqueue order; the next sequence is derived from the files present at start.
+
+export interface OutboxEntry {
+  sink: string;
+  seq: number;
+  /** ms since epoch. */
+  enqueuedAt: number;
+  alert: Alert;
+}
+
+interface StoredEntry extends OutboxEntry {
+  v: 1;
+}
+
+export interface OutboxOptions {
+  dir: string;
+  /** Bound over all sinks; when full the oldest entry is dropped. */
+  maxEntries: number;
+  log: Logger;
+  /** Also fsync the sink directory after the rename (durable across power loss). Default true. */
+  fsyncDir?: boolean;
+}
+
+const CORRUPT_DIR = 'corrupt';
+const SEQ_WIDTH = 16;
+const ENTRY_RE = /^(\d{16})\.json$/;
+
+const fileName = (seq: number): string => `${String(seq).padStart(SEQ_WIDTH, '0')}.json`;
+
+/** Sink names become directory names: keep them readable but never a path. */
+export function sinkDirName(sink: string): string {
+  if (sink === CORRUPT_DIR) throw new Error(`sink name "${sink}" is reserved by the outbox`);
+  const enc = encodeURIComponent(sink).replace(/\*/g, '%2A');
+  return enc === '.' || enc === '..' ? enc.replace(/\./g, '%2E') : enc;
+}
+
+function parseEntry(text: string, sink: string): OutboxEntry | undefined {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  const e = v as Partial<StoredEntry> | null;
+  if (!e || typeof e !== 'object' || typeof e.seq !== 'number' || typeof e.enqueuedAt !== 'number') return undefined;
+  const a = e.alert as Partial<Alert> | undefined;
+  if (!a || typeof a.fingerprint !== 'string' || typeof a.idempotencyKey !== 'string' || typeof a.kind !== 'string') return undefined;
+  return { sink, seq: e.seq, enqueuedAt: e.enqueuedAt, alert: a as Alert };
+}
+
+export class Outbox extends EventEmitter {
+  private readonly queues = new Map<string, OutboxEntry[]>();
+  private readonly droppedBySink = new Map<string, number>();
+  /** Per-sink write chains: entries of one sink become visible in sequence order. */
+  private readonly chains = new Map<string, Promise<unknown>>();
+  private readonly dirFds = new Map<string, number>();
+  private nextSeq = 1;
+  private count = 0;
+  private pendingWrites = 0;
+  private closed = false;
+
+  private constructor(private readonly opts: OutboxOptions) {
+    super();
+  }
+
+  /** Opens the outbox, loading what a previous run left. Bad files go to <dir>/corrupt/; never throws for them. */
+  static async open(opts: OutboxOptions): Promise<Outbox> {
+    const ob = new Outbox(opts);
+    await ob.load();
+    return ob;
+  }
+
+  private async load(): Promise<void> {
+    const { dir, log } = this.opts;
+    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+    let maxSeq = 0;
+    for (const d of await fsp.readdir(dir, { withFileTypes: true })) {
+      if (!d.isDirectory() || d.name === CORRUPT_DIR) continue;
+      let sink: string;
+      try {
+        sink = decodeURIComponent(d.name);
+      } catch {
+        log.warn({ dir: path.join(dir, d.name) }, 'outbox: directory name is not a sink name; ignored');
+        continue;
+      }
+      const sinkDir = path.join(dir, d.name);
+      const entries: OutboxEntry[] = [];
+      for (const name of (await fsp.readdir(sinkDir)).sort()) {
+        const file = path.join(sinkDir, name);
+        const m = ENTRY_RE.exec(name);
+        if (!m) {
+          await this.quarantine(file, sink, name.endsWith('.tmp') ? 'half-written temp file' : 'unexpected file name');
+          continue;
+        }
+        let text: string;
+        try {
+          text = await fsp.readFile(file, 'utf8');
+        } catch (err) {
+          log.warn({ sink, file, err: (err as Error).message }, 'outbox: cannot read entry, left in place');
+          continue;
+        }
+        const e = parseEntry(text, sink);
+        if (!e || e.seq !== Number(m[1])) {
+          await this.quarantine(file, sink, 'does not parse as an outbox entry');
+          continue;
+        }
+        entries.push(e);
+        maxSeq = Math.max(maxSeq, e.seq);
+      }
+      if (entries.length > 0) {
+        this.queues.set(sink, entries);
+        this.count += entries.length;
+        log.info({ sink, entries: entries.length }, 'outbox: loaded entries left by a previous run');
+      }
+    }
+    this.nextSeq = maxSeq + 1;
+    while (this.count > this.opts.maxEntries) await this.dropOldest();
+  }
+
+  private async quarantine(file: string, sink: string, why: string): Promise<void> {
+    const target = path.join(this.opts.dir, CORRUPT_DIR);
+    try {
+      await fsp.mkdir(target, { recursive: true, mode: 0o700 });
+      const dest = path.join(target, `${sinkDirName(sink)}-${Date.now()}-${path.basename(file)}`);
+      await fsp.rename(file, dest);
+      this.opts.log.warn({ sink, file, movedTo: dest, why }, 'outbox: moved a bad entry aside');
+    } catch (err) {
+      this.opts.log.warn({ sink, file, why, err: (err as Error).message }, 'outbox: cannot move a bad entry aside');
+    }
+  }
+
+  /**
+   * Writes the alert durably for the sink; resolves once the entry is on disk and visible to
+   * peek(). Emits 'enqueued' (sink) for workers waiting on an empty queue.
+   */
+  enqueue(sink: string, alert: Alert, now: number = Date.now()): Promise<OutboxEntry> {
+    if (this.closed) return Promise.reject(new Error('outbox is closed'));
+    const dirName = sinkDirName(sink);
+    const seq = this.nextSeq++;
+    const entry: OutboxEntry = { sink, seq, enqueuedAt: now, alert };
+    this.pendingWrites++;
+    const prev = this.chains.get(sink) ?? Promise.resolve();
+    const p = prev.then(async () => {
+      try {
+        while (this.count > 0 && this.count + 1 > this.opts.maxEntries) await this.dropOldest();
+        await this.write(dirName, entry);
+        this.insert(entry);
+      } finally {
+        this.pendingWrites--;
+      }
+      this.emit('enqueued', sink);
+      return entry;
+    });
+    this.chains.set(
+      sink,
+      p.catch(() => undefined),
+    );
+    return p;
+  }
+
+  private async write(dirName: string, entry: OutboxEntry): Promise<void> {
+    const sinkDir = path.join(this.opts.dir, dirName);
+    let dfd = this.dirFds.get(dirName);
+    if (dfd === undefined) {
+      await fsp.mkdir(sinkDir, { recursive: true, mode: 0o700 });
+      dfd = fs.openSync(sinkDir, 'r');
+      this.dirFds.set(dirName, dfd);
+    }
+    const final = path.join(sinkDir, fileName(entry.seq));
+    const tmp = `${final}.tmp`;
+    const stored: StoredEntry = { v: 1, ...entry };
+    const fh = await fsp.open(tmp, 'w', 0o600);
+    try {
+      await fh.writeFile(JSON.stringify(stored));
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fsp.rename(tmp, final);
+    if (this.opts.fsyncDir !== false) {
+      const fd = dfd;
+      await new Promise<void>((resolve, reject) => fs.fsync(fd, (err) => (err ? reject(err) : resolve())));
+    }
+  }
+
+  private insert(entry: OutboxEntry): void {
+    let q = this.queues.get(entry.sink);
+    if (!q) {
+      q = [];
+      this.queues.set(entry.sink, q);
+    }
+    let i = q.length;
+    while (i > 0 && q[i - 1]!.seq > entry.seq) i--;
+    q.splice(i, 0, entry);
+    this.count++;
+  }
+
+  private async dropOldest(): Promise<void> {
+    let oldest: OutboxEntry | undefined;
+    for (const q of this.queues.values()) {
+      const head = q[0];
+      if (head && (!oldest || head.seq < oldest.seq)) oldest = head;
+    }
+    if (!oldest) return;
+    this.remove(oldest);
+    this.droppedBySink.set(oldest.sink, (this.droppedBySink.get(oldest.sink) ?? 0) + 1);
+    this.opts.log.warn(
+      {
+        sink: oldest.sink,
+        seq: oldest.seq,
+        kind: oldest.alert.kind,
+        state: oldest.alert.state,
+        fingerprint: oldest.alert.fingerprint,
+        idempotencyKey: oldest.alert.idempotencyKey,
+        cgroupPath: oldest.alert.container?.cgroupPath,
+        maxEntries: this.opts.maxEntries,
+      },
+      'outbox full: dropped the oldest entry',
+    );
+    this.emit('dropped', oldest);
+    await this.unlink(oldest);
+  }
+
+  private remove(entry: OutboxEntry): boolean {
+    const q = this.queues.get(entry.sink);
+    if (!q) return false;
+    const i = q.findIndex((e) => e.seq === entry.seq);
+    if (i < 0) return false;
+    q.splice(i, 1);
+    this.count--;
+    return true;
+  }
+
+  private async unlink(entry: OutboxEntry): Promise<void> {
+    const file = path.join(this.opts.dir, sinkDirName(entry.sink), fileName(entry.seq));
+    try {
+      await fsp.unlink(file);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+  }
+
+  /** The oldest entry of the sink, left in place until ack(). */
+  peek(sink: string): OutboxEntry | undefined {
+    return this.queues.get(sink)?.[0];
+  }
+
+  /** Up to `limit` entries of the sink in order. */
+  list(sink: string, limit = Infinity): OutboxEntry[] {
+    return (this.queues.get(sink) ?? []).slice(0, limit);
+  }
+
+  /** Delivered or given up: delete the entry. Safe if it was already dropped. */
+  async ack(entry: OutboxEntry): Promise<void> {
+    this.remove(entry);
+    await this.unlink(entry);
+  }
+
+  /** Entries waiting, for one sink or all. */
+  depth(sink?: string): number {
+    if (sink === undefined) return this.count;
+    return this.queues.get(sink)?.length ?? 0;
+  }
+
+  /** Entries dropped because the outbox was full, for one sink or all (since start). */
+  dropped(sink?: string): number {
+    if (sink !== undefined) return this.droppedBySink.get(sink) ?? 0;
+    let n = 0;
+    for (const v of this.droppedBySink.values()) n += v;
+    return n;
+  }
+
+  /** Sinks that have entries waiting (including sinks no longer configured). */
+  sinks(): string[] {
+    return [...this.queues.entries()].filter(([, q]) => q.length > 0).map(([s]) => s);
+  }
+
+  /** Waits for pending writes, then releases directory handles. */
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all([...this.chains.values()]);
+    for (const fd of this.dirFds.values()) fs.closeSync(fd);
+    this.dirFds.clear();
+  }
+
+  get writesInFlight(): number {
+    return this.pendingWrites;
+  }
+}

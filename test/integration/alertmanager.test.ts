@@ -1,0 +1,170 @@
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { Coalescer } from '../../src/alerts/coalescer';
+import { Delivery } from '../../src/alerts/delivery';
+import { Outbox } from '../../src/alerts/outbox';
+import { SinkConfig } from '../../src/config/schema';
+import { silentLogger } from '../../src/log';
+import { prerequisite } from '../helpers/prereq';
+
+const AM = '/usr/bin/prometheus-alertmanager';
+
+async function freePort(): Promise<number> {
+  const s = http.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const p = (s.address() as AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return p;
+}
+
+function getJson(url: string): Promise<{ status: number; body: unknown }> {
+  return new Promise((resolve, reject) => {
+    http
+      .get(url, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString();
+          let body: unknown = text;
+          try {
+            body = JSON.parse(text);
+          } catch {
+            /* plain text (/-/ready) */
+          }
+          resolve({ status: res.statusCode ?? 0, body });
+        });
+      })
+      .on('error', reject);
+  });
+}
+
+async function until<T>(f: () => Promise<T | undefined>, ms: number, what: string): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await f().catch(() => undefined);
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+interface AmAlertOut {
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+  startsAt: string;
+  endsAt: string;
+  status: { state: string };
+}
+
+async function startAlertmanager(dir: string): Promise<{ url: string; child: ChildProcess; stderr: () => string }> {
+  const port = await freePort();
+  fs.writeFileSync(path.join(dir, 'am.yml'), "route:\n  receiver: 'null'\nreceivers:\n  - name: 'null'\n");
+  let err = '';
+  const child = spawn(
+    AM,
+    [
+      `--config.file=${path.join(dir, 'am.yml')}`,
+      `--storage.path=${path.join(dir, 'data')}`,
+      `--web.listen-address=127.0.0.1:${port}`,
+      '--cluster.listen-address=',
+      '--log.level=warn',
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const url = `http://127.0.0.1:${port}`;
+  await until(async () => ((await getJson(`${url}/-/ready`)).status === 200 ? true : undefined), 15_000, `Alertmanager ready (${err})`);
+  return { url, child, stderr: () => err };
+}
+
+test('a firing alert sent through our sink is active in a real Alertmanager; the resolution ends it', async (t) => {
+  if (!prerequisite(t, fs.existsSync(AM), `${AM} (apt-get install prometheus-alertmanager)`)) return;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cgw-am-'));
+  const am = await startAlertmanager(dir);
+  t.after(() => {
+    am.child.kill('SIGTERM');
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const log = silentLogger();
+  const outbox = await Outbox.open({ dir: path.join(dir, 'outbox'), maxEntries: 100, log });
+  const sink = SinkConfig.parse({ type: 'alertmanager', name: 'am', url: `${am.url}/`, resendIntervalSeconds: 1, retry: { initialDelayMs: 50, maxDelayMs: 200 } });
+  const d = new Delivery({ outbox, sinks: [sink], log });
+  d.start();
+  t.after(async () => {
+    await d.stop();
+    await outbox.close();
+  });
+
+  const id = 'c0ffee'.repeat(10) + 'abcd';
+  const c = new Coalescer({
+    host: 'node-am',
+    repeatIntervalSeconds: 60,
+    resolveAfterSeconds: 30,
+    lookup: () => ({ container: { id, runtime: 'docker', name: 'api-2' }, limit: 512, current: 512, topCommands: [{ comm: 'node', tasks: 500 }] }),
+  });
+  const [firing] = c.onEvent({ kind: 'pids-max', cgroupPath: `/system.slice/docker-${id}.scope`, containerId: id, count: 17, source: 'inotify', at: Date.now() });
+  await d.enqueue(firing!);
+
+  const mine = (body: unknown): AmAlertOut | undefined => (body as AmAlertOut[]).find((a) => a.labels.container_id === id);
+  const active = await until(
+    async () => {
+      const r = await getJson(`${am.url}/api/v2/alerts?active=true`);
+      return r.status === 200 ? mine(r.body) : undefined;
+    },
+    10_000,
+    'the alert to be active',
+  );
+  assert.equal(d.stats().am!.delivered, 1);
+  assert.equal(active.status.state, 'active');
+  assert.deepEqual(active.labels, {
+    alertname: 'CgwatchdogPIDsMax',
+    severity: 'critical',
+    kind: 'pids-max',
+    host: 'node-am',
+    container: 'api-2',
+    container_id: id,
+    runtime: 'docker',
+    cgroup: `/system.slice/docker-${id}.scope`,
+  });
+  assert.equal(active.annotations.summary, firing!.summary);
+  assert.equal(active.annotations.top_commands, 'node=500');
+  assert.equal(Date.parse(active.startsAt), Date.parse(firing!.startsAt));
+  const firstEnds = Date.parse(active.endsAt);
+  assert.ok(firstEnds > Date.now() + 3000 && firstEnds <= Date.now() + 4000, 'endsAt = send time + 4 x resend interval');
+
+  // The re-send hook keeps it alive: after resendIntervalSeconds a fresh endsAt arrives.
+  await new Promise((r) => setTimeout(r, 1100));
+  assert.equal(await d.resendFiring(), 1);
+  await until(
+    async () => {
+      const r = await getJson(`${am.url}/api/v2/alerts?active=true`);
+      const a = mine(r.body);
+      return a && Date.parse(a.endsAt) > firstEnds ? a : undefined;
+    },
+    10_000,
+    'a later endsAt after the re-send',
+  );
+  await until(async () => (d.stats().am!.delivered === 2 ? true : undefined), 5000, 'two deliveries');
+
+  const resolved = c.resolveNow(`/system.slice/docker-${id}.scope`);
+  assert.equal(resolved.length, 1);
+  await d.enqueue(resolved[0]!);
+  await until(
+    async () => {
+      const r = await getJson(`${am.url}/api/v2/alerts?active=true`);
+      return r.status === 200 && !mine(r.body) ? true : undefined;
+    },
+    10_000,
+    'the alert to be gone from the active alerts',
+  );
+  await until(async () => (d.stats().am!.delivered === 3 ? true : undefined), 5000, 'three deliveries');
+  assert.equal(await d.resendFiring(), 0, 'a resolved alert is not re-sent');
+  assert.equal(d.stats().am!.rejected, 0);
+});
