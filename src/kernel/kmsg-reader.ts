@@ -1,3 +1,4 @@
+import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import { parseKmsgRecord, type KmsgRecord } from './kmsg-parser';
@@ -5,8 +6,16 @@ import { parseKmsgRecord, type KmsgRecord } from './kmsg-parser';
 export interface KmsgReaderOptions {
   /** /dev/kmsg, or a FIFO fed with kmsg-format lines (tests). */
   path?: string;
-  /** How often to look for new records, in ms. The latency bound for kmsg-prompted events. */
+  /** poll mode: how often to look for new records, in ms. The latency bound for kmsg-prompted events. */
   pollIntervalMs?: number;
+  /**
+   * follow (default): a `cat` child does the blocking reads and we read its pipe, which Node
+   * can wait on without a thread: sub-millisecond latency, nothing parked. poll: read a
+   * non-blocking fd on a timer (no child process; latency up to pollIntervalMs).
+   */
+  mode?: 'follow' | 'poll';
+  /** The program that follows the device in follow mode (argv [catPath, path], never a shell). */
+  catPath?: string;
 }
 
 export interface KmsgReaderEvents {
@@ -17,6 +26,8 @@ export interface KmsgReaderEvents {
   wrapped: [lost: number];
   /** A read failed in a way other than EAGAIN/EPIPE; the reader has stopped. */
   error: [err: Error];
+  /** Caught up with "now": records written from here on are reported. */
+  ready: [];
 }
 
 const RECORD_START = /^\d+,\d+,\d+,/;
@@ -46,8 +57,14 @@ export class KmsgReader extends EventEmitter<KmsgReaderEvents> {
   /** Sequence number of the last record seen (reported or skipped at start). */
   lastSeq: number | null = null;
 
+  readonly mode: 'follow' | 'poll';
   private fd: number | null = null;
   private timer: NodeJS.Timeout | null = null;
+  private child: ChildProcess | null = null;
+  private restarts: number[] = [];
+  private restartTimer: NodeJS.Timeout | null = null;
+  private readonly catPath: string;
+  private caughtUp = false;
   private pending = '';
   private readonly buf = Buffer.alloc(8192);
 
@@ -55,10 +72,12 @@ export class KmsgReader extends EventEmitter<KmsgReaderEvents> {
     super();
     this.path = opts.path ?? '/dev/kmsg';
     this.pollIntervalMs = opts.pollIntervalMs ?? 25;
+    this.mode = opts.mode ?? 'follow';
+    this.catPath = opts.catPath ?? 'cat';
   }
 
   get running(): boolean {
-    return this.fd !== null;
+    return this.fd !== null || this.child !== null || this.restartTimer !== null;
   }
 
   start(): void {
@@ -71,13 +90,85 @@ export class KmsgReader extends EventEmitter<KmsgReaderEvents> {
     }
     this.pending = '';
     this.drain(true);
+    this.caughtUp = false;
+    if (this.mode === 'follow') {
+      // The non-blocking fd has told us where "now" is; the child reads from the start of
+      // the ring buffer and onData skips what is not newer than lastSeq.
+      this.closeFd();
+      this.follow();
+      return;
+    }
+    this.startPolling();
+  }
+
+  /** Resolves once records written from now on will be reported. */
+  whenReady(): Promise<void> {
+    return this.caughtUp ? Promise.resolve() : new Promise((resolve) => this.once('ready', resolve));
+  }
+
+  private markReady(): void {
+    if (this.caughtUp) return;
+    this.caughtUp = true;
+    this.emit('ready');
+  }
+
+  private startPolling(): void {
+    if (this.fd === null) this.fd = fs.openSync(this.path, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    this.markReady();
     this.timer = setInterval(() => this.drain(false), this.pollIntervalMs);
     this.timer.unref();
+  }
+
+  private follow(): void {
+    this.restartTimer = null;
+    const child = spawn(this.catPath, [this.path], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = child;
+    // An empty ring buffer has no start record to reach.
+    child.on('spawn', () => this.lastSeq === null && this.markReady());
+    let stderr = '';
+    child.stdout!.setEncoding('utf8');
+    child.stdout!.on('data', (chunk: string) => this.onData(chunk, false));
+    child.stderr!.setEncoding('utf8');
+    child.stderr!.on('data', (d: string) => (stderr = (stderr + d).slice(-500)));
+    child.on('error', (err) => {
+      // No cat on this host: fall back to polling rather than go blind.
+      this.child = null;
+      this.emit('error', new Error(`cannot run ${this.catPath} to follow ${this.path} (${(err as NodeJS.ErrnoException).code ?? err.message}); polling every ${this.pollIntervalMs} ms instead`));
+      try {
+        this.startPolling();
+      } catch (e) {
+        this.emit('error', new Error(`cannot open ${this.path}: ${(e as Error).message}`));
+      }
+    });
+    child.on('exit', () => {
+      if (this.child !== child) return;
+      this.child = null;
+      this.pending = '';
+      // cat ends on EPIPE when the ring buffer wraps past it: count it and follow again.
+      if (/broken pipe/i.test(stderr)) this.wrapped++;
+      const now = Date.now();
+      this.restarts = [...this.restarts.filter((t) => now - t < 10_000), now];
+      const delay = this.restarts.length > 5 ? 2000 : 0;
+      if (this.restarts.length > 5) this.emit('error', new Error(`${this.catPath} ${this.path} keeps exiting: ${stderr.trim() || 'no message'}; retrying`));
+      this.restartTimer = setTimeout(() => this.follow(), delay);
+      this.restartTimer.unref();
+    });
   }
 
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.restartTimer = null;
+    if (this.child) {
+      const c = this.child;
+      this.child = null;
+      c.kill('SIGTERM');
+    }
+    this.closeFd();
+  }
+
+  private closeFd(): void {
     if (this.fd !== null) {
       const fd = this.fd;
       this.fd = null;
@@ -136,7 +227,12 @@ export class KmsgReader extends EventEmitter<KmsgReaderEvents> {
         continue;
       }
       if (this.lastSeq !== null) {
-        if (record.seq <= this.lastSeq) continue;
+        if (record.seq <= this.lastSeq) {
+          // The follower replays the ring buffer first; reaching the start position means caught up.
+          if (record.seq === this.lastSeq) this.markReady();
+          continue;
+        }
+        this.markReady();
         const gap = record.seq - this.lastSeq - 1;
         if (gap > 0) {
           this.lost += gap;
