@@ -12,6 +12,10 @@ import { raisePidMax } from './kernel/sysctl';
 import type { Logger } from './log';
 import { applyPolicy, type ApplyResult } from './policy/apply';
 import { applyAll } from './policy/reconcile';
+import { AlertPipeline } from './alerts/pipeline';
+import { DetectionEngine } from './detect/engine';
+import type { LimitEvent } from './detect/event';
+import { UsageMonitor } from './detect/usage-monitor';
 
 /** Re-checks after a container appears: runtimes write CPU quota and their own pids.max just after mkdir. */
 const SETTLE_MS = [250, 2000];
@@ -24,6 +28,8 @@ export interface DaemonHooks {
   /** Creation seen -> pids.max written, in seconds. */
   applyLatency?(seconds: number): void;
   reconciled?(seconds: number, results: ApplyResult[]): void;
+  /** Each detected limit hit, once. */
+  event?(e: LimitEvent): void;
 }
 
 /**
@@ -34,6 +40,9 @@ export class Daemon {
   readonly inventory = new Inventory();
   host!: HostSetup;
   live?: LiveDiscovery;
+  engine?: DetectionEngine;
+  usage?: UsageMonitor;
+  alerts?: AlertPipeline;
   /** Last applied result per cgroup path (pids.max, policy value, cores) for metrics and alerts. */
   readonly applied = new Map<string, ApplyResult>();
   private task?: ScheduledTask;
@@ -70,6 +79,9 @@ export class Daemon {
       }
     }
 
+    this.startDetection();
+    await this.alerts!.start();
+
     this.live = new LiveDiscovery(cgroups.discoveryRoot, config.discovery.maxDepth, this.host.recognisers, {
       appeared: (found, seenHr) => this.onAppeared(found, seenHr),
       vanished: (rel) => this.onVanished(rel),
@@ -85,6 +97,52 @@ export class Daemon {
     }
 
     this.task = cron.schedule(config.discovery.reconcileSchedule, () => void this.reconcile(), { noOverlap: true });
+    this.engine!.start();
+    this.usage!.start();
+    this.log.info({ inotify: config.detection.inotify && cgroups.version === 'v2', kmsg: config.detection.kmsg, sweepIntervalMs: config.detection.sweepIntervalMs, sinks: config.alerts.sinks.length }, 'detection running');
+  }
+
+  /** Detection and alerts follow the inventory: containers are watched from the moment they are known. */
+  private startDetection(): void {
+    const { config, log } = this;
+    const { cgroups } = this.host;
+    const engine = new DetectionEngine({
+      cgroups,
+      log,
+      // v1 kernels do not notify pids.events / memory.oom_control (see README): no watches there.
+      inotify: config.detection.inotify && cgroups.version === 'v2',
+      kmsg: config.detection.kmsg,
+      kmsgPath: config.paths.kmsg,
+      sweepIntervalMs: config.detection.sweepIntervalMs,
+    });
+    const usage = new UsageMonitor({
+      cgroups,
+      reader: engine.reader,
+      procRoot: config.paths.procRoot,
+      intervalMs: config.detection.warnings.intervalMs,
+      thresholds: config.detection.warnings,
+      containers: () => this.inventory.all(),
+      log,
+    });
+    const alerts = new AlertPipeline({ config, log, inventory: this.inventory, usage, cgroups });
+    engine.on('event', (e: LimitEvent) => {
+      log.debug({ event: e }, 'limit event');
+      this.hooks.event?.(e);
+      alerts.event(e);
+    });
+    usage.on('transition', (t, c) => alerts.warning(t, c));
+    this.inventory.on('added', (c: Container) => {
+      engine.add(c);
+      alerts.containerAdded(c);
+    });
+    this.inventory.on('removed', (c: Container) => {
+      engine.remove(c);
+      usage.forget(c);
+      alerts.containerRemoved(c);
+    });
+    this.engine = engine;
+    this.usage = usage;
+    this.alerts = alerts;
   }
 
   private async facts(): Promise<Record<string, unknown>> {
@@ -217,6 +275,7 @@ export class Daemon {
     this.log.info({ configFile: this.configFile }, 'reloading');
     await this.stop();
     this.config = next;
+    // Not "removed": the containers are still there, and their alerts must not resolve.
     this.inventory.removeAllListeners();
     for (const c of [...this.inventory.all()]) this.inventory.remove(c.cgroupPath);
     this.applied.clear();
@@ -232,5 +291,8 @@ export class Daemon {
     this.settleTimers.clear();
     await this.reconciling;
     this.live?.close();
+    this.engine?.stop();
+    this.usage?.stop();
+    await this.alerts?.stop();
   }
 }

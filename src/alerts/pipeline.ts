@@ -1,0 +1,186 @@
+import os from 'node:os';
+import path from 'node:path';
+import type { CgroupFs } from '../cgroup/types';
+import type { AlertKind, Config } from '../config/schema';
+import type { LimitEvent } from '../detect/event';
+import type { UsageMonitor } from '../detect/usage-monitor';
+import { HOST_SUBJECT } from '../detect/usage-monitor';
+import type { WarningTransition } from '../detect/warnings';
+import type { Container } from '../discovery/container';
+import type { Inventory } from '../discovery/inventory';
+import { topCommands } from '../kernel/proc';
+import type { Logger } from '../log';
+import type { Alert } from './alert';
+import { Coalescer, type AlertContext } from './coalescer';
+import { Delivery } from './delivery';
+import { NameResolver, type NameInfo } from './names';
+import { Outbox } from './outbox';
+
+/** Reading /proc/<tid>/comm costs ~12 µs; beyond this many tasks an even sample is read and scaled. */
+const TOP_SAMPLE = 2000;
+const TOP_N = 5;
+/** A fork bomb fires many events a second: the task census is reused for this long. */
+const TOP_CACHE_MS = 1000;
+/** How long an alert waits for a name lookup already under way. Detection never waits. */
+const NAME_WAIT_MS = 300;
+
+export interface PipelineOptions {
+  config: Config;
+  log: Logger;
+  inventory: Inventory;
+  usage: UsageMonitor;
+  cgroups: CgroupFs;
+  onOutcome?: (sink: string, outcome: 'delivered' | 'retried' | 'rejected' | 'dropped') => void;
+  /** Each message as it is enqueued (metrics, tests). */
+  onAlert?: (a: Alert) => void;
+}
+
+/**
+ * From limit events and warning transitions to delivered alerts: coalesce (one alert per
+ * container and kind, bounded updates), add what an operator needs (names, counters, top
+ * commands, the OOM victim), and hand each message to the durable outbox.
+ */
+export class AlertPipeline {
+  readonly coalescer: Coalescer;
+  outbox!: Outbox;
+  delivery!: Delivery;
+  readonly names: NameResolver;
+  private readonly nameInfo = new Map<string, NameInfo>();
+  private readonly nameLookups = new Map<string, Promise<NameInfo>>();
+  private readonly tops = new Map<string, { at: number; top: { comm: string; tasks: number }[] }>();
+  private readonly contexts = new Map<string, AlertContext>();
+  private ticker?: NodeJS.Timeout;
+  private chain: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly o: PipelineOptions) {
+    const a = o.config.alerts;
+    this.coalescer = new Coalescer({
+      host: a.host ?? os.hostname(),
+      repeatIntervalSeconds: a.repeatIntervalSeconds,
+      resolveAfterSeconds: a.resolveAfterSeconds,
+      lookup: (cgroupPath, kind) => this.contexts.get(`${kind}\0${cgroupPath}`) ?? this.baseContext(cgroupPath),
+    });
+    this.names = new NameResolver({ ...o.config.names, log: o.log });
+  }
+
+  async start(): Promise<void> {
+    const { config, log } = this.o;
+    this.outbox = await Outbox.open({ dir: config.alerts.outbox.dir ?? path.join(config.paths.stateDir, 'outbox'), maxEntries: config.alerts.outbox.maxEntries, log });
+    this.delivery = new Delivery({ outbox: this.outbox, sinks: config.alerts.sinks, log, onOutcome: (sink, outcome) => this.o.onOutcome?.(sink, outcome) });
+    this.delivery.start();
+    this.ticker = setInterval(() => void this.tick(), 1000);
+    this.ticker.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.ticker) clearInterval(this.ticker);
+    await this.chain;
+    await this.delivery?.stop();
+    this.outbox?.close();
+  }
+
+  containerAdded(c: Container): void {
+    const p = this.names.lookup(c).then((info) => {
+      this.nameInfo.set(c.id, info);
+      Object.assign(c, { name: info.name ?? c.name, image: info.image ?? c.image, podName: info.podName ?? c.podName, podNamespace: info.podNamespace ?? c.podNamespace });
+      return info;
+    });
+    this.nameLookups.set(c.id, p);
+    void p.finally(() => this.nameLookups.delete(c.id));
+  }
+
+  containerRemoved(c: Container): void {
+    this.serial(async () => {
+      await this.send(this.coalescer.resolveNow(c.cgroupPath));
+      this.names.forget(c.id);
+      this.nameInfo.delete(c.id);
+      this.tops.delete(c.cgroupPath);
+    });
+  }
+
+  event(ev: LimitEvent): void {
+    this.serial(async () => {
+      await this.prepare(ev.cgroupPath, ev.kind);
+      await this.send(this.coalescer.onEvent(ev));
+    });
+  }
+
+  warning(t: WarningTransition, c: Container | undefined): void {
+    this.serial(async () => {
+      const key = { cgroupPath: t.subject, kind: t.kind as AlertKind };
+      if (t.state === 'clear') return this.send(this.coalescer.clear(key));
+      const ctx = await this.prepare(t.subject, t.kind);
+      if (t.kind === 'host-pids-warning') Object.assign(ctx, { current: t.value, limit: t.limit });
+      await this.send(this.coalescer.raise(key, ctx, c?.id));
+    });
+  }
+
+  private async tick(): Promise<void> {
+    this.serial(() => this.send(this.coalescer.tick()));
+    await this.delivery?.resendFiring().catch((err) => this.o.log.warn({ err: (err as Error).message }, 'alertmanager re-send failed'));
+  }
+
+  /** Alerts go out in the order they were made. */
+  private serial(f: () => Promise<unknown>): void {
+    this.chain = this.chain.then(f).catch((err) => this.o.log.error({ err: (err as Error).message }, 'alert pipeline error'));
+  }
+
+  private async send(alerts: Alert[]): Promise<void> {
+    for (const a of alerts) {
+      this.o.log[a.state === 'firing' ? 'warn' : 'info']({ alert: { kind: a.kind, state: a.state, severity: a.severity, container: a.container, counters: a.counters, victim: a.victim, topCommands: a.topCommands } }, a.summary);
+      this.o.onAlert?.(a);
+      await this.delivery.enqueue(a);
+    }
+  }
+
+  private containerFor(cgroupPath: string): Container | undefined {
+    return this.o.inventory.get(cgroupPath);
+  }
+
+  private baseContext(cgroupPath: string): AlertContext {
+    const c = this.containerFor(cgroupPath);
+    if (!c) return {};
+    const u = this.o.usage.usage.get(cgroupPath);
+    return {
+      container: { id: c.id, runtime: c.runtime, name: c.name, image: c.image, podName: c.podName, podNamespace: c.podNamespace, podUid: c.podUid },
+      memory: u ? { usageBytes: u.memoryUsage, limitBytes: u.memoryLimit } : undefined,
+    };
+  }
+
+  /** Gather what the alert will say: fresh counters, names (briefly awaited), top commands for PID kinds. */
+  private async prepare(cgroupPath: string, kind: AlertKind): Promise<AlertContext> {
+    const c = this.containerFor(cgroupPath);
+    if (c) {
+      const pending = this.nameLookups.get(c.id);
+      if (pending) await Promise.race([pending, new Promise((r) => setTimeout(r, NAME_WAIT_MS).unref())]);
+    }
+    const ctx = this.baseContext(cgroupPath);
+    if (cgroupPath !== HOST_SUBJECT) {
+      const u = c ? this.o.usage.read(c) : undefined;
+      if (kind === 'pids-max' || kind === 'pids-warning') {
+        Object.assign(ctx, { current: u?.pidsCurrent, limit: u?.pidsMax, topCommands: await this.top(cgroupPath) });
+      } else if (u) {
+        Object.assign(ctx, { current: u.memoryUsage, limit: u.memoryLimit, memory: { usageBytes: u.memoryUsage, limitBytes: u.memoryLimit } });
+      }
+    }
+    this.contexts.set(`${kind}\0${cgroupPath}`, ctx);
+    return ctx;
+  }
+
+  private async top(cgroupPath: string): Promise<{ comm: string; tasks: number }[] | undefined> {
+    const cached = this.tops.get(cgroupPath);
+    if (cached && Date.now() - cached.at < TOP_CACHE_MS) return cached.top;
+    let tids: number[] | null;
+    try {
+      tids = await this.o.cgroups.readTasks(cgroupPath);
+    } catch {
+      return undefined;
+    }
+    if (!tids || tids.length === 0) return undefined;
+    const step = Math.max(1, tids.length / TOP_SAMPLE);
+    const sample = step === 1 ? tids : Array.from({ length: Math.floor(tids.length / step) }, (_, i) => tids![Math.floor(i * step)]!);
+    const top = topCommands(this.o.config.paths.procRoot, sample, TOP_N).map((t) => ({ comm: t.comm, tasks: Math.round(t.tasks * step) }));
+    this.tops.set(cgroupPath, { at: Date.now(), top });
+    return top;
+  }
+}

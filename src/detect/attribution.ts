@@ -1,0 +1,187 @@
+import type { Limit } from '../cgroup/types';
+import type { CounterKind } from './counter-diff';
+
+// Which cgroup's limit was hit. We may watch a pod's cgroup and the containers below it; the
+// kernel reports one limit hit in more than one of them, differently by version:
+//
+// pids.events "max", cgroup v2:
+//   - before Linux 6.11 it counts in the cgroup whose task tried to fork, wherever the limit
+//     was (a pod-level limit shows in the container, and only there);
+//   - from 6.11 (commit "cgroup/pids: Make event counters hierarchical") it counts in the
+//     cgroup whose limit was hit and in every ancestor, and pids.events.local appears (its
+//     "max" keeps the old per-forking-cgroup count). The `pids_localevents` mount option
+//     restores the old meaning of pids.events although pids.events.local exists, so the
+//     caller decides `hierarchical` from both the file and the mount options.
+//   - cgroup v1 keeps the old (non-hierarchical) meaning on every kernel.
+// memory.events is hierarchical on v2 (memory.events.local is not); the `memory_localevents`
+// mount option makes it local. containerd counts OOM kills by oom_kill, not oom, because oom
+// can land in the pod's cgroup when the pod's and the container's limits are equal.
+//
+// Parent/child relations come from the paths alone ("/kubepods/pod1" is the parent of
+// "/kubepods/pod1/c1"); only watched cgroups count, so a cgroup's "children" are the watched
+// cgroups whose nearest watched ancestor it is.
+
+/** pids.events of one watched cgroup at one moment. */
+export interface PidsObservation {
+  /** Cgroup path relative to the hierarchy root. */
+  path: string;
+  /** Increase of pids.events "max" since the previous read (0: none). */
+  delta: number;
+  /** pids.current now, if read. */
+  current?: number;
+  /** pids.max now, if read. */
+  max?: Limit;
+  /** pids.events counts hierarchically (v2, >= 6.11, without pids_localevents). */
+  hierarchical: boolean;
+}
+
+/** Limit hits given to the cgroup whose limit was hit. */
+export interface Attribution {
+  path: string;
+  count: number;
+  /** The watched cgroups whose counters showed these hits. */
+  seenIn: string[];
+}
+
+function norm(p: string): string {
+  if (p === '' || p === '/') return '/';
+  const s = p.replace(/\/+$/, '');
+  return s.startsWith('/') ? s : `/${s}`;
+}
+
+function parentOf(p: string): string | undefined {
+  if (p === '/') return undefined;
+  const i = p.lastIndexOf('/');
+  return i <= 0 ? '/' : p.slice(0, i);
+}
+
+/** The nearest watched ancestor of every watched path (undefined: none). */
+export function nearestWatchedAncestors(paths: Iterable<string>): Map<string, string | undefined> {
+  const set = new Set<string>();
+  for (const p of paths) set.add(norm(p));
+  const out = new Map<string, string | undefined>();
+  for (const p of set) {
+    let a = parentOf(p);
+    while (a !== undefined && !set.has(a)) a = parentOf(a);
+    out.set(p, a);
+  }
+  return out;
+}
+
+/** Watched ancestors of `path`, nearest first. */
+function watchedChain(path: string, parents: Map<string, string | undefined>): string[] {
+  const chain: string[] = [];
+  for (let a = parents.get(path); a !== undefined; a = parents.get(a)) chain.push(a);
+  return chain;
+}
+
+/**
+ * own(c) = delta(c) − Σ delta(watched children of c), never negative: each child's delta
+ * already holds everything hit at or below it. Reads of parent and child are not atomic, so
+ * a child may show a hit its parent's read missed; clamping at 0 drops that skew rather than
+ * inventing hits.
+ */
+export function subtractChildren(deltas: ReadonlyMap<string, number>): Map<string, number> {
+  const parents = nearestWatchedAncestors(deltas.keys());
+  const childSum = new Map<string, number>();
+  const own = new Map<string, number>();
+  for (const [p, d] of deltas) {
+    const parent = parents.get(norm(p));
+    if (parent !== undefined) childSum.set(parent, (childSum.get(parent) ?? 0) + d);
+  }
+  for (const [p, d] of deltas) own.set(norm(p), Math.max(0, d - (childSum.get(norm(p)) ?? 0)));
+  return own;
+}
+
+function headroom(o: PidsObservation | undefined): number | undefined {
+  if (!o || o.current === undefined || o.max === undefined || o.max === 'max') return undefined;
+  return o.max - o.current;
+}
+
+/**
+ * Pre-6.11 (and v1): the delta sits in the forking cgroup; the limit that was hit is its own
+ * or an ancestor's. Pick the nearest of itself and its watched ancestors that is at its limit
+ * (pids.current >= pids.max); failing that (a task exited between the fork and our read) the
+ * one with the least headroom, nearest on ties; with nothing known, itself.
+ */
+function limitHolder(path: string, byPath: Map<string, PidsObservation>, parents: Map<string, string | undefined>): string {
+  const candidates = [path, ...watchedChain(path, parents)];
+  let best: string | undefined;
+  let bestRoom = Infinity;
+  for (const c of candidates) {
+    const room = headroom(byPath.get(c));
+    if (room === undefined) continue;
+    if (room <= 0) return c;
+    if (room < bestRoom) {
+      best = c;
+      bestRoom = room;
+    }
+  }
+  return best ?? path;
+}
+
+/** Attribute the pids.events deltas seen at one moment to the cgroups whose limits were hit. */
+export function attributePidsHits(observations: readonly PidsObservation[]): Attribution[] {
+  const byPath = new Map<string, PidsObservation>();
+  for (const o of observations) byPath.set(norm(o.path), { ...o, path: norm(o.path) });
+  const parents = nearestWatchedAncestors(byPath.keys());
+  const result = new Map<string, Attribution>();
+  const add = (path: string, count: number, seenIn: string) => {
+    if (count <= 0) return;
+    const a = result.get(path) ?? { path, count: 0, seenIn: [] };
+    a.count += count;
+    if (!a.seenIn.includes(seenIn)) a.seenIn.push(seenIn);
+    result.set(path, a);
+  };
+
+  const hier = new Map<string, number>();
+  for (const o of byPath.values()) if (o.hierarchical) hier.set(o.path, o.delta);
+  if (hier.size > 0) {
+    // A hit of c's limit shows in c and in each of its ancestors: those are where it was seen.
+    for (const [p, n] of subtractChildren(hier)) {
+      if (n <= 0) continue;
+      const seenIn = [p, ...watchedChain(p, parents).filter((a) => (hier.get(a) ?? 0) > 0)];
+      result.set(p, { path: p, count: n, seenIn });
+    }
+  }
+  for (const o of byPath.values()) {
+    if (o.hierarchical || o.delta <= 0) continue;
+    add(limitHolder(o.path, byPath, parents), o.delta, o.path);
+  }
+  return [...result.values()].filter((a) => a.count > 0).sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+}
+
+/** The memory.events kinds, with their increases, of one watched cgroup at one moment. */
+export interface MemoryObservation {
+  path: string;
+  deltas: Partial<Record<Exclude<CounterKind, 'pids-max'>, number>>;
+  /** memory.events counts hierarchically (v2 without memory_localevents). v1: false. */
+  hierarchical: boolean;
+}
+
+export interface MemoryAttribution {
+  path: string;
+  kind: Exclude<CounterKind, 'pids-max'>;
+  count: number;
+}
+
+/**
+ * memory.events: the same own = delta − Σ watched children rule, kind by kind, for the
+ * hierarchical cgroups; local counters are taken as they are. Count OOM kills by `oom-kill`
+ * (as containerd does), not by `oom`.
+ */
+export function attributeMemoryEvents(observations: readonly MemoryObservation[]): MemoryAttribution[] {
+  const kinds = new Set<Exclude<CounterKind, 'pids-max'>>();
+  for (const o of observations) for (const k of Object.keys(o.deltas)) kinds.add(k as Exclude<CounterKind, 'pids-max'>);
+  const out: MemoryAttribution[] = [];
+  for (const kind of kinds) {
+    const hier = new Map<string, number>();
+    for (const o of observations) if (o.hierarchical) hier.set(norm(o.path), o.deltas[kind] ?? 0);
+    for (const [path, count] of subtractChildren(hier)) if (count > 0) out.push({ path, kind, count });
+    for (const o of observations) {
+      const d = o.deltas[kind] ?? 0;
+      if (!o.hierarchical && d > 0) out.push({ path: norm(o.path), kind, count: d });
+    }
+  }
+  return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : a.kind < b.kind ? -1 : a.kind > b.kind ? 1 : 0));
+}

@@ -1,0 +1,299 @@
+import { EventEmitter } from 'node:events';
+import { CounterReader } from '../cgroup/counter-reader';
+import type { CgroupFs } from '../cgroup/types';
+import type { Container } from '../discovery/container';
+import { watchPath, type Watch } from '../kernel/inotify';
+import { classifyKmsg, type KmsgRecord, type OomKill } from '../kernel/kmsg-parser';
+import { KmsgReader } from '../kernel/kmsg-reader';
+import type { Logger } from '../log';
+import { attributeMemoryEvents, attributePidsHits, type MemoryObservation, type PidsObservation } from './attribution';
+import { CounterTracker, diffCounters, type CgroupCounters } from './counter-diff';
+import type { EventSource, LimitEvent, OomVictim } from './event';
+import { EventMerger } from './merge';
+
+export interface EngineOptions {
+  cgroups: CgroupFs;
+  log: Logger;
+  inotify: boolean;
+  kmsg: boolean;
+  kmsgPath: string;
+  sweepIntervalMs: number;
+  /** How long an oom-kill line waits for its "Killed process" line (RSS) before going on without it. */
+  victimWaitMs?: number;
+}
+
+export interface EngineStats {
+  kmsgRecords: { parsed: number; unparsed: number; wrapped: number };
+  sweeps: number;
+  lastSweepMs: number;
+}
+
+/** A cgroup we read counters of: a container's, or a Kubernetes pod's (pod-level limits). */
+interface Watched {
+  path: string;
+  container?: Container;
+  /** Containers below a pod cgroup keep it watched. */
+  refs: number;
+  watches: Watch[];
+}
+
+/**
+ * Detection: three sources (inotify on v2 event files, /dev/kmsg, the counter sweep), one
+ * stream of LimitEvents. Every source only prompts a read of the counters; counters say how
+ * many, so a hit seen by several sources is counted once. Emits 'event' (LimitEvent) and
+ * 'sweep' (seconds).
+ */
+export class DetectionEngine extends EventEmitter {
+  readonly tracker = new CounterTracker();
+  /** Shared with the usage monitor: one set of kept-open fds per cgroup. */
+  readonly reader = new CounterReader();
+  private readonly watched = new Map<string, Watched>();
+  private readonly merger: EventMerger;
+  private kmsgReader?: KmsgReader;
+  private sweepTimer?: NodeJS.Timeout;
+  private sweeping = false;
+  private readonly pendingOom = new Map<number, { rec: OomKill; kernelAt: number; timer: NodeJS.Timeout }>();
+  readonly stats: EngineStats = { kmsgRecords: { parsed: 0, unparsed: 0, wrapped: 0 }, sweeps: 0, lastSweepMs: 0 };
+  running = false;
+
+  constructor(private readonly o: EngineOptions) {
+    super();
+    this.merger = new EventMerger((e) => this.emit('event', e));
+  }
+
+  get watchCount(): { inotify: number; cgroups: number; openFiles: number } {
+    let inotify = 0;
+    for (const w of this.watched.values()) inotify += w.watches.length;
+    return { inotify, cgroups: this.watched.size, openFiles: this.reader.openCount };
+  }
+
+  start(): void {
+    this.running = true;
+    if (this.o.kmsg) this.startKmsg();
+    this.sweepTimer = setInterval(() => void this.sweep(), this.o.sweepIntervalMs);
+    this.sweepTimer.unref();
+  }
+
+  stop(): void {
+    this.running = false;
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.kmsgReader?.stop();
+    for (const p of this.pendingOom.values()) clearTimeout(p.timer);
+    this.pendingOom.clear();
+    this.merger.flush();
+    for (const w of this.watched.values()) for (const x of w.watches) x.close();
+    this.watched.clear();
+    this.reader.close();
+  }
+
+  /** Is each source doing its job? For /healthz. */
+  health(): { ok: boolean; detail: string } {
+    if (!this.running) return { ok: false, detail: 'detection not started' };
+    if (this.o.kmsg && !this.kmsgReader?.running) return { ok: false, detail: `kmsg reader on ${this.o.kmsgPath} is not running` };
+    const lag = this.lastSweepAt ? Date.now() - this.lastSweepAt : 0;
+    if (lag > this.o.sweepIntervalMs * 5 + 5000) return { ok: false, detail: `counter sweep has not run for ${lag} ms` };
+    return { ok: true, detail: `watching ${this.watched.size} cgroups` };
+  }
+
+  private lastSweepAt = 0;
+
+  // ---- watched cgroups ----------------------------------------------------------------
+
+  add(c: Container): void {
+    if (c.podPath) this.watch(c.podPath, undefined);
+    this.watch(c.cgroupPath, c);
+  }
+
+  remove(c: Container): void {
+    this.unwatch(c.cgroupPath);
+    if (c.podPath) this.unwatch(c.podPath);
+  }
+
+  private watch(path: string, container: Container | undefined): void {
+    const w = this.watched.get(path);
+    if (w) {
+      w.refs++;
+      if (container) w.container = container;
+      return;
+    }
+    const entry: Watched = { path, container, refs: 1, watches: [] };
+    this.watched.set(path, entry);
+    // Baseline first: what happened before we watched is not news.
+    this.readFamily([path]);
+    if (!this.o.inotify) return;
+    const files = this.o.cgroups.eventFiles(path);
+    for (const file of [files.pids, files.memory]) {
+      if (!file) continue;
+      const x = watchPath(file, (ev) => {
+        if (ev === 'change') this.check(path, 'inotify', Date.now());
+      });
+      if (x) entry.watches.push(x);
+    }
+  }
+
+  private unwatch(path: string): void {
+    const w = this.watched.get(path);
+    if (!w || --w.refs > 0) return;
+    for (const x of w.watches) x.close();
+    this.watched.delete(path);
+    this.tracker.forget(path);
+    this.merger.cgroupGone(path);
+    for (const f of this.o.cgroups.counterFiles(path)) this.reader.forget(f);
+  }
+
+  /** The watched cgroups that must be read together to attribute a hit: a pod and its containers. */
+  private family(path: string): string[] {
+    const w = this.watched.get(path);
+    const top = w?.container?.podPath && this.watched.has(w.container.podPath) ? w.container.podPath : path;
+    const out = [top];
+    const prefix = `${top}/`;
+    if (top !== path || !w?.container) for (const p of this.watched.keys()) if (p.startsWith(prefix)) out.push(p);
+    return out;
+  }
+
+  // ---- reading counters ---------------------------------------------------------------
+
+  /** Read the counters of these cgroups; returns the per-cgroup increases since the last read. */
+  private readFamily(paths: string[]): { pids: PidsObservation[]; memory: MemoryObservation[] } {
+    const pids: PidsObservation[] = [];
+    const memory: MemoryObservation[] = [];
+    for (const path of paths) {
+      let read: CgroupCounters | null;
+      try {
+        read = this.o.cgroups.readCountersSync(path, this.reader);
+      } catch (err) {
+        this.o.log.warn({ err: (err as Error).message, cgroup: path }, 'reading counters failed');
+        continue;
+      }
+      if (read === null) continue; // gone: discovery will remove it
+      const diff = this.tracker.update(path, read);
+      const pidsDelta = diff.increases.find((i) => i.kind === 'pids-max')?.count ?? 0;
+      if (read.pids) pids.push({ path, delta: pidsDelta, hierarchical: read.pids.localMax !== undefined });
+      const deltas: MemoryObservation['deltas'] = {};
+      for (const i of diff.increases) if (i.kind !== 'pids-max') deltas[i.kind] = i.count;
+      if (read.memory) memory.push({ path, deltas, hierarchical: this.o.cgroups.version === 'v2' });
+    }
+    return { pids, memory };
+  }
+
+  /** A source says something may have happened in `path`: read its family and emit what went up. */
+  check(path: string, source: EventSource, kernelAt?: number): void {
+    if (!this.watched.has(path)) return;
+    const { pids, memory } = this.readFamily(this.family(path));
+    const hasDelta = pids.some((p) => p.delta > 0) || memory.some((m) => Object.keys(m.deltas).length > 0);
+    if (!hasDelta) return; // spurious wake-up: nothing went up
+    if (pids.some((p) => p.delta > 0)) {
+      // Before 6.11 a pod-level hit shows in the forking container: attribution needs usage and limits.
+      for (const p of pids) {
+        if (p.hierarchical) continue;
+        const cur = this.o.cgroups.readPidsCurrentSync?.(p.path, this.reader);
+        if (cur) {
+          p.current = cur.current;
+          p.max = cur.max;
+        }
+      }
+      for (const a of attributePidsHits(pids)) {
+        const counter = this.tracker.get(a.path)?.pids?.max;
+        this.merger.counter({ cgroupPath: a.path, containerId: this.watched.get(a.path)?.container?.id, kind: 'pids-max', count: a.count, counter, source, kernelAt });
+      }
+    }
+    for (const a of attributeMemoryEvents(memory)) {
+      const m = this.tracker.get(a.path)?.memory;
+      const counter = m ? { 'memory-max': m.max, 'memory-high': m.high, oom: m.oom, 'oom-kill': m.oomKill, 'oom-group-kill': m.oomGroupKill }[a.kind] : undefined;
+      this.merger.counter({ cgroupPath: a.path, containerId: this.watched.get(a.path)?.container?.id, kind: a.kind, count: a.count, counter, source, kernelAt });
+    }
+  }
+
+  /** The safety net: read every watched family. Yields to the event loop between chunks. */
+  async sweep(): Promise<void> {
+    if (this.sweeping || !this.running) return;
+    this.sweeping = true;
+    const t0 = process.hrtime.bigint();
+    try {
+      const tops = new Set<string>();
+      for (const w of this.watched.values()) {
+        const pod = w.container?.podPath;
+        tops.add(pod && this.watched.has(pod) ? pod : w.path);
+      }
+      let n = 0;
+      for (const top of tops) {
+        this.check(top, 'sweep');
+        if (++n % 200 === 0) await new Promise((r) => setImmediate(r));
+      }
+    } finally {
+      this.sweeping = false;
+      this.stats.sweeps++;
+      this.stats.lastSweepMs = Number(process.hrtime.bigint() - t0) / 1e6;
+      this.lastSweepAt = Date.now();
+      this.emit('sweep', this.stats.lastSweepMs / 1000);
+    }
+  }
+
+  // ---- /dev/kmsg ----------------------------------------------------------------------
+
+  private startKmsg(): void {
+    const r = new KmsgReader({ path: this.o.kmsgPath });
+    this.kmsgReader = r;
+    r.on('record', (rec: KmsgRecord) => this.onKmsg(rec));
+    r.on('unparsed', () => this.stats.kmsgRecords.unparsed++);
+    r.on('wrapped', (lost: number) => {
+      this.stats.kmsgRecords.wrapped++;
+      this.o.log.warn({ lost }, 'the kernel log wrapped past us: records lost; the counter sweep still counts');
+    });
+    r.on('error', (err: Error) => this.o.log.error({ err: err.message, path: this.o.kmsgPath }, 'kmsg reader failed; the counter sweep goes on'));
+    try {
+      r.start();
+    } catch (err) {
+      this.o.log.error({ err: (err as Error).message, path: this.o.kmsgPath }, 'cannot read the kernel log; detection goes on through inotify and the sweep');
+    }
+  }
+
+  /** The kernel's timestamp (µs of CLOCK_MONOTONIC) as ms since epoch. */
+  private kmsgWallMs(tsUs: number): number {
+    const nowUs = Number(process.hrtime.bigint() / 1000n);
+    return Date.now() - Math.max(0, nowUs - tsUs) / 1000;
+  }
+
+  /** The watched cgroup that holds `path` (kmsg names the task's own cgroup, which may be below a container's). */
+  private watchedFor(path: string): string | undefined {
+    for (let p = path; p.length > 0; p = p.slice(0, p.lastIndexOf('/'))) {
+      if (this.watched.has(p)) return p;
+      if (p === '/') break;
+    }
+    return undefined;
+  }
+
+  private onKmsg(rec: KmsgRecord): void {
+    const ev = classifyKmsg(rec.message);
+    if (!ev) return;
+    this.stats.kmsgRecords.parsed++;
+    const kernelAt = this.kmsgWallMs(rec.tsUs);
+    if (ev.type === 'fork-rejected') {
+      const w = this.watchedFor(ev.cgroup);
+      if (w) this.check(w, 'kmsg', kernelAt);
+    } else if (ev.type === 'oom-kill') {
+      const w = this.watchedFor(ev.oomMemcg ?? ev.taskMemcg ?? '');
+      if (w) this.check(w, 'kmsg', kernelAt);
+      // The "Killed process" line with the RSS follows within microseconds; wait a little for it.
+      const timer = setTimeout(() => this.victimReady(ev.pid), this.o.victimWaitMs ?? 100);
+      timer.unref();
+      this.pendingOom.set(ev.pid, { rec: ev, kernelAt, timer });
+    } else if (ev.type === 'oom-killed') {
+      this.victimReady(ev.pid, { anonRssKb: ev.anonRssKb, fileRssKb: ev.fileRssKb, shmemRssKb: ev.shmemRssKb, totalVmKb: ev.totalVmKb, comm: ev.comm });
+    }
+  }
+
+  private victimReady(pid: number, rss?: Partial<OomVictim>): void {
+    const p = this.pendingOom.get(pid);
+    if (!p) return;
+    clearTimeout(p.timer);
+    this.pendingOom.delete(pid);
+    const cgroup = this.watchedFor(p.rec.taskMemcg ?? p.rec.oomMemcg ?? '');
+    if (!cgroup) return;
+    const victim: OomVictim = { pid, comm: p.rec.task, uid: p.rec.uid, oomMemcg: p.rec.oomMemcg, taskMemcg: p.rec.taskMemcg, ...rss };
+    this.merger.kmsgOom({ cgroupPath: cgroup, containerId: this.watched.get(cgroup)?.container?.id, victim, kernelAt: p.kernelAt });
+  }
+}
+
+export type { LimitEvent };
+export { diffCounters };

@@ -1,0 +1,117 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { attributeMemoryEvents, attributePidsHits, nearestWatchedAncestors, subtractChildren, type PidsObservation } from '../../src/detect/attribution';
+
+// A Kubernetes pod with two containers, the kubepods tree above it watched too.
+const KP = '/kubepods';
+const POD = '/kubepods/burstable/pod1234';
+const C1 = `${POD}/c1`;
+const C2 = `${POD}/c2`;
+
+const obs = (path: string, delta: number, current: number | undefined, max: number | 'max' | undefined, hierarchical: boolean): PidsObservation => ({
+  path,
+  delta,
+  current,
+  max,
+  hierarchical,
+});
+
+test('nearest watched ancestors come from the paths; unwatched levels are skipped', () => {
+  const m = nearestWatchedAncestors([KP, POD, C1, `${C2}/`]);
+  assert.equal(m.get(C1), POD);
+  assert.equal(m.get(C2), POD);
+  assert.equal(m.get(POD), KP); // /kubepods/burstable is not watched
+  assert.equal(m.get(KP), undefined);
+});
+
+test('>= 6.11: pod-level limit hit 3 times shows in pod and kubepods, attributed to the pod only', () => {
+  // The pod is at its limit of 100 (c1 has 60, c2 has 40); c1's forks fail. Hierarchical
+  // pids.events: max+3 in the pod and every ancestor, nothing in the containers.
+  const r = attributePidsHits([
+    obs(KP, 3, 500, 'max', true),
+    obs(POD, 3, 100, 100, true),
+    obs(C1, 0, 60, 'max', true),
+    obs(C2, 0, 40, 'max', true),
+  ]);
+  assert.deepEqual(r, [{ path: POD, count: 3, seenIn: [POD, KP] }]);
+});
+
+test('>= 6.11: container-level limit hit: the container only', () => {
+  const r = attributePidsHits([obs(KP, 2, 500, 'max', true), obs(POD, 2, 80, 1000, true), obs(C1, 2, 50, 50, true), obs(C2, 0, 30, 50, true)]);
+  assert.deepEqual(r, [{ path: C1, count: 2, seenIn: [C1, POD, KP] }]);
+});
+
+test('>= 6.11: both at once: container hit twice, pod hit once (from c2)', () => {
+  const r = attributePidsHits([obs(KP, 3, 500, 'max', true), obs(POD, 3, 100, 100, true), obs(C1, 2, 50, 50, true), obs(C2, 0, 50, 'max', true)]);
+  assert.deepEqual(r, [
+    { path: POD, count: 1, seenIn: [POD, KP] },
+    { path: C1, count: 2, seenIn: [C1, POD, KP] },
+  ]);
+  const total = r.reduce((s, a) => s + a.count, 0);
+  assert.equal(total, 3, 'each hit counted once');
+});
+
+test('>= 6.11: a child read that raced ahead of its parent never makes the parent negative', () => {
+  const r = attributePidsHits([obs(POD, 0, 10, 100, true), obs(C1, 1, 10, 10, true)]);
+  assert.deepEqual(r, [{ path: C1, count: 1, seenIn: [C1] }]);
+});
+
+test('< 6.11: pod-level limit hit shows in the forking container; attributed to the pod', () => {
+  const r = attributePidsHits([obs(KP, 0, 500, 'max', false), obs(POD, 0, 100, 100, false), obs(C1, 3, 60, 'max', false), obs(C2, 0, 40, 'max', false)]);
+  assert.deepEqual(r, [{ path: POD, count: 3, seenIn: [C1] }]);
+});
+
+test('< 6.11: container-level limit hit stays in the container', () => {
+  const r = attributePidsHits([obs(POD, 0, 80, 1000, false), obs(C1, 2, 50, 50, false), obs(C2, 0, 30, 50, false)]);
+  assert.deepEqual(r, [{ path: C1, count: 2, seenIn: [C1] }]);
+});
+
+test('< 6.11: both: container at its own limit keeps its hits; the other container at pod limit goes to the pod', () => {
+  const r = attributePidsHits([obs(POD, 0, 100, 100, false), obs(C1, 2, 50, 50, false), obs(C2, 1, 50, 'max', false)]);
+  assert.deepEqual(r, [
+    { path: POD, count: 1, seenIn: [C2] },
+    { path: C1, count: 2, seenIn: [C1] },
+  ]);
+});
+
+test('< 6.11: nobody at the limit any more (a task exited): least headroom wins; nothing known: itself', () => {
+  assert.deepEqual(attributePidsHits([obs(POD, 0, 97, 100, false), obs(C1, 1, 40, 50, false)]), [{ path: POD, count: 1, seenIn: [C1] }]);
+  assert.deepEqual(attributePidsHits([obs(POD, 0, undefined, undefined, false), obs(C1, 1, undefined, 'max', false)]), [{ path: C1, count: 1, seenIn: [C1] }]);
+});
+
+test('no deltas: nothing', () => {
+  assert.deepEqual(attributePidsHits([obs(POD, 0, 100, 100, true), obs(C1, 0, 1, 1, false)]), []);
+});
+
+test('subtractChildren: sums only the nearest watched children', () => {
+  const own = subtractChildren(new Map([[KP, 5], [POD, 4], [C1, 1], [C2, 2]]));
+  assert.deepEqual(Object.fromEntries(own), { [KP]: 1, [POD]: 1, [C1]: 1, [C2]: 2 });
+});
+
+test('memory.events (hierarchical): container OOM kill seen in pod and ancestors -> the container only', () => {
+  // The kernel counts oom_kill in the victim's memcg and every ancestor.
+  const r = attributeMemoryEvents([
+    { path: KP, deltas: { 'oom-kill': 1, 'memory-max': 5 }, hierarchical: true },
+    { path: POD, deltas: { 'oom-kill': 1, oom: 1, 'memory-max': 5 }, hierarchical: true },
+    { path: C1, deltas: { 'oom-kill': 1, oom: 0, 'memory-max': 3 }, hierarchical: true },
+    { path: C2, deltas: {}, hierarchical: true },
+  ]);
+  assert.deepEqual(r, [
+    { path: POD, kind: 'memory-max', count: 2 },
+    // Pod and container limits equal: `oom` lands in the pod; oom_kill is the container's.
+    { path: POD, kind: 'oom', count: 1 },
+    { path: C1, kind: 'memory-max', count: 3 },
+    { path: C1, kind: 'oom-kill', count: 1 },
+  ]);
+});
+
+test('memory v1 (local counters): taken as they are', () => {
+  const r = attributeMemoryEvents([
+    { path: POD, deltas: { 'oom-kill': 1 }, hierarchical: false },
+    { path: C1, deltas: { 'oom-kill': 2 }, hierarchical: false },
+  ]);
+  assert.deepEqual(r, [
+    { path: POD, kind: 'oom-kill', count: 1 },
+    { path: C1, kind: 'oom-kill', count: 2 },
+  ]);
+});
