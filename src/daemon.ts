@@ -16,6 +16,8 @@ import { AlertPipeline } from './alerts/pipeline';
 import { DetectionEngine } from './detect/engine';
 import type { LimitEvent } from './detect/event';
 import { UsageMonitor } from './detect/usage-monitor';
+import { DaemonMetricsState, serveMetrics } from './metrics/daemon-metrics';
+import type { MetricsServer } from './metrics/server';
 
 /** Re-checks after a container appears: runtimes write CPU quota and their own pids.max just after mkdir. */
 const SETTLE_MS = [250, 2000];
@@ -43,6 +45,9 @@ export class Daemon {
   engine?: DetectionEngine;
   usage?: UsageMonitor;
   alerts?: AlertPipeline;
+  readonly metrics = new DaemonMetricsState(this);
+  metricsServer?: MetricsServer;
+  private kmsgSeen = { parsed: 0, unparsed: 0, wrapped: 0 };
   /** Last applied result per cgroup path (pids.max, policy value, cores) for metrics and alerts. */
   readonly applied = new Map<string, ApplyResult>();
   private task?: ScheduledTask;
@@ -81,6 +86,10 @@ export class Daemon {
 
     this.startDetection();
     await this.alerts!.start();
+    if (config.metrics.enabled) {
+      this.metricsServer = await serveMetrics(this, this.metrics, config.metrics.listen, this.log);
+      this.log.info({ listen: config.metrics.listen, port: this.metricsServer.port }, 'metrics listening');
+    }
 
     this.live = new LiveDiscovery(cgroups.discoveryRoot, config.discovery.maxDepth, this.host.recognisers, {
       appeared: (found, seenHr) => this.onAppeared(found, seenHr),
@@ -124,11 +133,38 @@ export class Daemon {
       containers: () => this.inventory.all(),
       log,
     });
-    const alerts = new AlertPipeline({ config, log, inventory: this.inventory, usage, cgroups });
+    const m = () => this.metrics.daemon;
+    const alerts = new AlertPipeline({
+      config,
+      log,
+      inventory: this.inventory,
+      usage,
+      cgroups,
+      onOutcome: (sink, outcome) => {
+        m()?.alertsTotal.inc({ sink, outcome });
+        if (outcome === 'dropped') m()?.outboxDroppedTotal.inc();
+      },
+    });
     engine.on('event', (e: LimitEvent) => {
       log.debug({ event: e }, 'limit event');
+      this.metrics.onEvent(e);
       this.hooks.event?.(e);
       alerts.event(e);
+    });
+    engine.on('sweep', (seconds: number) => {
+      const dm = m();
+      if (!dm) return;
+      dm.sweepDurationSeconds.observe(seconds);
+      const w = engine.watchCount;
+      dm.watchesActive.set({ type: 'inotify-files' }, w.inotify);
+      dm.watchesActive.set({ type: 'cgroup-dirs' }, this.live?.watchCount ?? 0);
+      dm.watchesActive.set({ type: 'open-counter-files' }, w.openFiles);
+      dm.outboxDepth.set(alerts.outbox?.depth() ?? 0);
+      const k = engine.stats.kmsgRecords;
+      for (const result of ['parsed', 'unparsed', 'wrapped'] as const) {
+        if (k[result] > this.kmsgSeen[result]) dm.kmsgRecordsTotal.inc({ result }, k[result] - this.kmsgSeen[result]);
+      }
+      this.kmsgSeen = { ...k };
     });
     usage.on('transition', (t, c) => alerts.warning(t, c));
     this.inventory.on('added', (c: Container) => {
@@ -136,6 +172,7 @@ export class Daemon {
       alerts.containerAdded(c);
     });
     this.inventory.on('removed', (c: Container) => {
+      this.metrics.forget(c.cgroupPath);
       engine.remove(c);
       usage.forget(c);
       alerts.containerRemoved(c);
@@ -193,6 +230,7 @@ export class Daemon {
     for (const [i, c] of [...this.inventory.all()].entries()) if (results[i]) this.record(c, results[i]!, 'reconcile');
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
     this.log.debug({ containers: this.inventory.size, seconds }, 'reconcile done');
+    this.metrics.daemon?.reconcileDurationSeconds.observe(seconds);
     this.hooks.reconciled?.(seconds, results);
   }
 
@@ -219,6 +257,7 @@ export class Daemon {
       if (r.written) {
         const seconds = Number(process.hrtime.bigint() - seenHr) / 1e9;
         this.log.debug({ id: c.id, cgroup: c.cgroupPath, latencyMs: Math.round(seconds * 1e6) / 1e3 }, 'creation to pids.max written');
+        this.metrics.daemon?.limitApplyLatencySeconds.observe(seconds);
         this.hooks.applyLatency?.(seconds);
       }
     });
@@ -244,6 +283,7 @@ export class Daemon {
   }
 
   private record(c: Container, r: ApplyResult, why: string): void {
+    if (r.written || r.action === 'gone' || r.action === 'error') this.metrics.daemon?.pidsMaxWritesTotal.inc({ result: r.written ? 'ok' : r.action });
     if (r.action === 'gone') {
       this.log.debug({ id: c.id, cgroup: c.cgroupPath, why }, r.reason);
       this.removeContainer(c.cgroupPath);
@@ -294,5 +334,7 @@ export class Daemon {
     this.engine?.stop();
     this.usage?.stop();
     await this.alerts?.stop();
+    await this.metricsServer?.close();
+    this.metricsServer = undefined;
   }
 }

@@ -1,0 +1,84 @@
+import type { Daemon } from '../daemon';
+import type { LimitEvent } from '../detect/event';
+import type { Logger } from '../log';
+import { createMetrics, type ContainerSnapshot, type DaemonMetrics, type MetricsSource } from './registry';
+import { startMetricsServer, type MetricsServer } from './server';
+
+interface Hits {
+  pidsLimitHits: number;
+  oomEvents: number;
+  oomKills: number;
+}
+
+/**
+ * The daemon's state as Prometheus sees it. Scrapes read memory only (the last applied
+ * result, the usage monitor's last read, event totals): at a thousand containers a scrape
+ * that read cgroup files would be slow and would race the sweep.
+ */
+export class DaemonMetricsState implements MetricsSource {
+  readonly hits = new Map<string, Hits>();
+  daemon!: DaemonMetrics;
+
+  constructor(private readonly d: Daemon) {}
+
+  onEvent(e: LimitEvent): void {
+    this.daemon?.eventsTotal.inc({ kind: e.kind, source: e.source }, e.count);
+    if (e.latencyMs !== undefined) this.daemon?.detectionLatencySeconds.observe({ source: e.source }, e.latencyMs / 1000);
+    const h = this.hits.get(e.cgroupPath) ?? { pidsLimitHits: 0, oomEvents: 0, oomKills: 0 };
+    if (e.kind === 'pids-max') h.pidsLimitHits += e.count;
+    else if (e.kind === 'oom') h.oomEvents += e.count;
+    else if (e.kind === 'oom-kill') h.oomKills += e.count;
+    this.hits.set(e.cgroupPath, h);
+  }
+
+  forget(cgroupPath: string): void {
+    this.hits.delete(cgroupPath);
+  }
+
+  *containers(): Iterable<ContainerSnapshot> {
+    for (const c of this.d.inventory.all()) {
+      const r = this.d.applied.get(c.cgroupPath);
+      const u = this.d.usage?.usage.get(c.cgroupPath);
+      const h = this.hits.get(c.cgroupPath);
+      yield {
+        id: c.id,
+        name: c.name,
+        runtime: c.runtime,
+        pod: c.podName,
+        namespace: c.podNamespace,
+        cgroupPath: c.cgroupPath,
+        pidsCurrent: u?.pidsCurrent,
+        pidsMax: u?.pidsMax ?? r?.newPidsMax,
+        policyPidsMax: r?.policyValue ?? undefined,
+        coresUsed: r?.cores,
+        coresSource: r?.coresSource,
+        memoryUsage: u?.memoryUsage,
+        memoryLimit: u?.memoryLimit,
+        pidsLimitHits: h?.pidsLimitHits ?? 0,
+        oomEvents: h?.oomEvents ?? 0,
+        oomKills: h?.oomKills ?? 0,
+      };
+    }
+  }
+
+  host() {
+    let sum = 0;
+    for (const c of this.d.inventory.all()) {
+      const max = this.d.usage?.usage.get(c.cgroupPath)?.pidsMax ?? this.d.applied.get(c.cgroupPath)?.newPidsMax;
+      if (typeof max === 'number') sum += max;
+    }
+    const h = this.d.usage?.host ?? {};
+    return { pidMax: h.pidMax, threadsMax: h.threadsMax, tasks: h.tasks, sumContainersPidsMax: sum };
+  }
+
+  detectionRunning() {
+    return this.d.engine?.health() ?? { ok: false, detail: 'detection not started' };
+  }
+}
+
+/** Start /metrics and /healthz for a daemon; returns the server and the handles to observe with. */
+export async function serveMetrics(d: Daemon, state: DaemonMetricsState, listen: string, log: Logger): Promise<MetricsServer> {
+  const m = createMetrics(state);
+  state.daemon = m.daemon;
+  return startMetricsServer({ listen, registry: m.registry, source: state, logger: log });
+}
