@@ -12,6 +12,7 @@ import { raisePidMax } from './kernel/sysctl';
 import type { Logger } from './log';
 import { applyPolicy, type ApplyResult } from './policy/apply';
 import { applyAll } from './policy/reconcile';
+import { watchPath } from './kernel/inotify';
 import { AlertPipeline } from './alerts/pipeline';
 import { DetectionEngine } from './detect/engine';
 import type { LimitEvent } from './detect/event';
@@ -19,8 +20,13 @@ import { UsageMonitor } from './detect/usage-monitor';
 import { DaemonMetricsState, serveMetrics } from './metrics/daemon-metrics';
 import type { MetricsServer } from './metrics/server';
 
-/** Re-checks after a container appears: runtimes write CPU quota and their own pids.max just after mkdir. */
-const SETTLE_MS = [250, 2000];
+/**
+ * Runtimes write the CPU quota and their own pids.max just after the mkdir we react to (runc:
+ * ~10 ms later, measured with podman). For this long after a container appears, a change of
+ * its pids.max prompts a re-apply (our own write changes nothing on re-apply, so no loop);
+ * a last check at the end catches a quota written without a pids.max write.
+ */
+const SETTLE_MS = 3000;
 
 export interface DaemonHooks {
   /** Called after each policy application (metrics, detection state). */
@@ -261,14 +267,23 @@ export class Daemon {
         this.hooks.applyLatency?.(seconds);
       }
     });
-    for (const ms of SETTLE_MS) {
-      const t = setTimeout(() => {
-        this.settleTimers.delete(t);
-        if (this.inventory.get(c.cgroupPath) === c) void this.applyNow(c, 'settle');
-      }, ms);
-      t.unref();
-      this.settleTimers.add(t);
-    }
+    const current = () => this.running && this.inventory.get(c.cgroupPath) === c;
+    let again: NodeJS.Timeout | undefined;
+    const w = watchPath(this.host.cgroups.pidsMaxFile(c.cgroupPath), (ev) => {
+      if (ev !== 'change' || again || !current()) return;
+      // Coalesce a burst of writes into one re-apply.
+      again = setTimeout(() => {
+        again = undefined;
+        if (current()) void this.applyNow(c, 'runtime wrote pids.max');
+      }, 1);
+    });
+    const t = setTimeout(() => {
+      this.settleTimers.delete(t);
+      w?.close();
+      if (current()) void this.applyNow(c, 'settle');
+    }, SETTLE_MS);
+    t.unref();
+    this.settleTimers.add(t);
   }
 
   private onVanished(rel: string): void {
@@ -276,10 +291,19 @@ export class Daemon {
     for (const c of [...this.inventory.all()]) if (c.cgroupPath === rel || c.cgroupPath.startsWith(prefix)) this.removeContainer(c.cgroupPath);
   }
 
-  private async applyNow(c: Container, why: string): Promise<ApplyResult> {
-    const r = await applyPolicy({ cgroups: this.host.cgroups, config: this.config, hostCores: this.host.hostCores }, c);
-    this.record(c, r, why);
-    return r;
+  private readonly applying = new Map<string, { run: Promise<ApplyResult>; again?: Promise<ApplyResult> }>();
+
+  /** One apply in flight per container, at most one more queued: a burst of prompts is one re-read. */
+  private applyNow(c: Container, why: string): Promise<ApplyResult> {
+    const slot = this.applying.get(c.cgroupPath);
+    if (slot) return (slot.again ??= slot.run.then(() => this.applyNow(c, why)));
+    const run = applyPolicy({ cgroups: this.host.cgroups, config: this.config, hostCores: this.host.hostCores }, c).then((r) => {
+      this.applying.delete(c.cgroupPath);
+      this.record(c, r, why);
+      return r;
+    });
+    this.applying.set(c.cgroupPath, { run });
+    return run;
   }
 
   private record(c: Container, r: ApplyResult, why: string): void {

@@ -75,6 +75,8 @@ export interface CgroupFs {
   readonly discoveryRoot: string;
   /** Absolute path of a cgroup's directory in the hierarchy of `controller`. */
   dir(controller: 'pids' | 'memory' | 'cpu' | 'cpuset', rel: string): string;
+  /** Absolute path of the cgroup's pids.max: watched while a new container settles, because runtimes write their own. */
+  pidsMaxFile(rel: string): string;
   /** Absolute paths of the files whose changes mean "a limit was hit" (inotify targets). */
   eventFiles(rel: string): { pids?: string; memory?: string };
 

@@ -49,6 +49,10 @@ export class V1CgroupFs implements CgroupFs {
     return cgroupDir(this.mount(controller), rel);
   }
 
+  pidsMaxFile(rel: string): string {
+    return this.file('pids', rel, 'pids.max');
+  }
+
   private file(controller: Controller, rel: string, name: string): string {
     return path.join(this.dir(controller, rel), name);
   }

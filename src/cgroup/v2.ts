@@ -32,6 +32,10 @@ export class V2CgroupFs implements CgroupFs {
     return cgroupDir(this.discoveryRoot, rel);
   }
 
+  pidsMaxFile(rel: string): string {
+    return this.file(rel, 'pids.max');
+  }
+
   private file(rel: string, name: string): string {
     return path.join(cgroupDir(this.discoveryRoot, rel), name);
   }
