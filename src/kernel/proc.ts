@@ -1,3 +1,4 @@
+import { countCpuList } from '../cgroup/parsers';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -52,18 +53,6 @@ export function topCommands(procRoot: string, tids: number[], n: number): Comman
     .map(([comm, tasks]) => ({ comm, tasks }))
     .sort((a, b) => b.tasks - a.tasks || (a.comm < b.comm ? -1 : a.comm > b.comm ? 1 : 0))
     .slice(0, Math.max(0, n));
-}
-
-/** Count the CPUs in a cpulist such as "0-3,8,10-11". */
-export function countCpuList(list: string): number {
-  let total = 0;
-  for (const part of list.trim().split(',')) {
-    if (part === '') continue;
-    const m = /^(\d+)(?:-(\d+))?$/.exec(part);
-    if (!m) throw new Error(`bad cpu list ${JSON.stringify(list.trim())}`);
-    total += m[2] === undefined ? 1 : Number(m[2]) - Number(m[1]) + 1;
-  }
-  return total;
 }
 
 /**
