@@ -255,18 +255,30 @@ export class Daemon {
     this.hooks.containerRemoved?.(c);
   }
 
+  private readonly appearing = new Set<string>();
+
   private onAppeared(found: Found, seenHr: bigint): void {
-    if (!this.running || this.inventory.has(found.cgroupPath)) return;
+    if (!this.running || this.inventory.has(found.cgroupPath) || this.appearing.has(found.cgroupPath)) return;
     const c: Container = { ...found, seenAt: Date.now(), seenHr };
-    this.addContainer(c);
+    // The limit first: registering the container (detection baseline, a name lookup that may
+    // spawn `podman inspect`) costs milliseconds the new container would spend unlimited.
+    this.appearing.add(c.cgroupPath);
     void this.applyNow(c, 'appeared').then((r) => {
+      this.appearing.delete(c.cgroupPath);
       if (r.written) {
         const seconds = Number(process.hrtime.bigint() - seenHr) / 1e9;
         this.log.debug({ id: c.id, cgroup: c.cgroupPath, latencyMs: Math.round(seconds * 1e6) / 1e3 }, 'creation to pids.max written');
         this.metrics.daemon?.limitApplyLatencySeconds.observe(seconds);
         this.hooks.applyLatency?.(seconds);
       }
+      if (r.action !== 'gone' && this.running) {
+        this.addContainer(c);
+        this.settle(c);
+      }
     });
+  }
+
+  private settle(c: Container): void {
     const current = () => this.running && this.inventory.get(c.cgroupPath) === c;
     let again: NodeJS.Timeout | undefined;
     const w = watchPath(this.host.cgroups.pidsMaxFile(c.cgroupPath), (ev) => {
@@ -277,6 +289,8 @@ export class Daemon {
         if (current()) void this.applyNow(c, 'runtime wrote pids.max');
       }, 1);
     });
+    // A runtime write between our first write and this watch would otherwise wait for the timer.
+    void this.applyNow(c, 'settle');
     const t = setTimeout(() => {
       this.settleTimers.delete(t);
       w?.close();
