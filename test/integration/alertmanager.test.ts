@@ -151,7 +151,7 @@ test('a firing alert sent through our sink is active in a real Alertmanager; the
     10_000,
     'a later endsAt after the re-send',
   );
-  await until(async () => (d.stats().am!.delivered === 2 ? true : undefined), 5000, 'two deliveries');
+  await until(async () => (d.stats().am!.delivered === 2 ? true : undefined), 15_000, 'two deliveries');
 
   const resolved = c.resolveNow(`/system.slice/docker-${id}.scope`);
   assert.equal(resolved.length, 1);
@@ -164,7 +164,7 @@ test('a firing alert sent through our sink is active in a real Alertmanager; the
     10_000,
     'the alert to be gone from the active alerts',
   );
-  await until(async () => (d.stats().am!.delivered === 3 ? true : undefined), 5000, 'three deliveries');
+  await until(async () => (d.stats().am!.delivered === 3 ? true : undefined), 15_000, 'three deliveries');
   assert.equal(await d.resendFiring(), 0, 'a resolved alert is not re-sent');
   assert.equal(d.stats().am!.rejected, 0);
 });
