@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import cron, { type ScheduledTask } from 'node-cron';
 import si from 'systeminformation';
 import { loadConfig } from './config/load';
@@ -56,6 +57,8 @@ export class Daemon {
   private kmsgSeen = { parsed: 0, unparsed: 0, wrapped: 0 };
   /** Last applied result per cgroup path (pids.max, policy value, cores) for metrics and alerts. */
   readonly applied = new Map<string, ApplyResult>();
+  /** What we wrote to each container's pids.max (see decide(): our own value is not "existing"). */
+  private readonly written = new Map<string, number>();
   private task?: ScheduledTask;
   private settleTimers = new Set<NodeJS.Timeout>();
   private running = false;
@@ -211,6 +214,7 @@ export class Daemon {
   private async doReconcile(): Promise<void> {
     if (!this.running || !this.live) return;
     const t0 = process.hrtime.bigint();
+    const walkStart = Date.now();
     const { cgroups, recognisers } = this.host;
     const seen = new Set<string>();
     const dirs: string[] = [];
@@ -231,8 +235,14 @@ export class Daemon {
       seen.add(f.cgroupPath);
       if (!this.inventory.has(f.cgroupPath)) this.addContainer({ ...f, seenAt: now, seenHr: process.hrtime.bigint() });
     }
-    for (const c of [...this.inventory.all()]) if (!seen.has(c.cgroupPath)) this.removeContainer(c.cgroupPath);
-    const results = await applyAll({ cgroups, config: this.config, hostCores: this.host.hostCores }, [...this.inventory.all()]);
+    // A container inotify found while the walk ran is not in it; and one the walk missed is
+    // only gone if its directory is.
+    for (const c of [...this.inventory.all()]) {
+      if (seen.has(c.cgroupPath) || c.seenAt >= walkStart) continue;
+      if (fs.existsSync(cgroups.dir('pids', c.cgroupPath))) continue;
+      this.removeContainer(c.cgroupPath);
+    }
+    const results = await applyAll(this.applyContext(), [...this.inventory.all()]);
     for (const [i, c] of [...this.inventory.all()].entries()) if (results[i]) this.record(c, results[i]!, 'reconcile');
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
     this.log.debug({ containers: this.inventory.size, seconds }, 'reconcile done');
@@ -251,6 +261,7 @@ export class Daemon {
     const c = this.inventory.remove(rel);
     if (!c) return;
     this.applied.delete(rel);
+    this.written.delete(rel);
     this.log.info({ id: c.id, runtime: c.runtime, cgroup: c.cgroupPath }, 'container gone');
     this.hooks.containerRemoved?.(c);
   }
@@ -305,13 +316,17 @@ export class Daemon {
     for (const c of [...this.inventory.all()]) if (c.cgroupPath === rel || c.cgroupPath.startsWith(prefix)) this.removeContainer(c.cgroupPath);
   }
 
+  private applyContext() {
+    return { cgroups: this.host.cgroups, config: this.config, hostCores: this.host.hostCores, written: this.written };
+  }
+
   private readonly applying = new Map<string, { run: Promise<ApplyResult>; again?: Promise<ApplyResult> }>();
 
   /** One apply in flight per container, at most one more queued: a burst of prompts is one re-read. */
   private applyNow(c: Container, why: string): Promise<ApplyResult> {
     const slot = this.applying.get(c.cgroupPath);
     if (slot) return (slot.again ??= slot.run.then(() => this.applyNow(c, why)));
-    const run = applyPolicy({ cgroups: this.host.cgroups, config: this.config, hostCores: this.host.hostCores }, c).then((r) => {
+    const run = applyPolicy(this.applyContext(), c).then((r) => {
       this.applying.delete(c.cgroupPath);
       this.record(c, r, why);
       return r;

@@ -158,7 +158,7 @@ export class AlertPipeline {
     if (cgroupPath !== HOST_SUBJECT) {
       const u = c ? this.o.usage.read(c) : undefined;
       if (kind === 'pids-max' || kind === 'pids-warning') {
-        Object.assign(ctx, { current: u?.pidsCurrent, limit: u?.pidsMax, topCommands: await this.top(cgroupPath) });
+        Object.assign(ctx, { current: u?.pidsCurrent, limit: u?.pidsMax, topCommands: await this.top(cgroupPath), memory: undefined });
       } else if (u) {
         Object.assign(ctx, { current: u.memoryUsage, limit: u.memoryLimit, memory: { usageBytes: u.memoryUsage, limitBytes: u.memoryLimit } });
       }

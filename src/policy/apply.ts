@@ -27,6 +27,8 @@ export interface ApplyContext {
   cgroups: CgroupFs;
   config: Pick<Config, 'mode' | 'policy'>;
   hostCores: number;
+  /** The value cgwatchdog last wrote to each cgroup, so keep-lower does not protect it. */
+  written?: Map<string, number>;
 }
 
 const gone = (c: Container, reason: string): ApplyResult => ({ id: c.id, runtime: c.runtime, cgroupPath: c.cgroupPath, action: 'gone', written: false, reason });
@@ -45,7 +47,7 @@ export async function applyPolicy(ctx: ApplyContext, c: Container): Promise<Appl
     ]);
     if (current === null) return gone(c, 'cgroup removed before pids.max could be read');
     const cores = coresFor(quota, cpuset ? countCpuList(cpuset) : null, ctx.hostCores);
-    const d = decide(config.policy, cores, current, c.cgroupPath, c.runtime);
+    const d = decide(config.policy, cores, current, c.cgroupPath, c.runtime, ctx.written?.get(c.cgroupPath));
     const base = {
       id: c.id,
       runtime: c.runtime,
@@ -60,6 +62,7 @@ export async function applyPolicy(ctx: ApplyContext, c: Container): Promise<Appl
     if (config.mode === 'observe') return { ...base, newPidsMax: current, action: 'set', written: false, reason: `observe mode, would set: ${d.reason}` };
     const w = await cgroups.writePidsMax(c.cgroupPath, d.policyValue);
     if (w === 'gone') return gone(c, 'cgroup removed before pids.max could be written');
+    ctx.written?.set(c.cgroupPath, d.policyValue);
     return { ...base, newPidsMax: d.policyValue, action: 'set', written: true, reason: d.reason };
   } catch (err) {
     const path = err instanceof CgroupError ? err.path : c.cgroupPath;

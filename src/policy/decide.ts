@@ -31,14 +31,21 @@ export function policyValue(policy: PolicyConfig, cores: number, override?: Poli
   return Math.max(cores, minCores) * perCore;
 }
 
-/** What to do with a container whose pids.max is `current`. Pure: the caller does the I/O. */
-export function decide(policy: PolicyConfig, cores: CoresUsed, current: Limit, cgroupPath: string, runtime: string): Decision {
+/**
+ * What to do with a container whose pids.max is `current`. `ours` is the value cgwatchdog
+ * itself last wrote there: keep-lower protects limits someone else set, not our own earlier
+ * value (written before the runtime's CPU quota landed, say). Pure: the caller does the I/O.
+ */
+export function decide(policy: PolicyConfig, cores: CoresUsed, current: Limit, cgroupPath: string, runtime: string, ours?: number): Decision {
   const override = findOverride(policy, cgroupPath, runtime);
   if (override?.exclude) return { policyValue: null, action: 'excluded', reason: 'excluded by an override' };
   const value = policyValue(policy, cores.cores, override);
   const how = override?.pidsMax !== undefined ? `override pidsMax ${value}` : `max(${cores.cores} cores from ${cores.source}, ${override?.minCores ?? policy.minCores}) x ${override?.pidsPerCore ?? policy.pidsPerCore}`;
   if (current === value) return { policyValue: value, action: 'unchanged', reason: `already ${value} (${how})` };
   if (current === 'max') return { policyValue: value, action: 'set', reason: `unlimited; policy ${how}` };
+  if (current < value && current === ours) {
+    return { policyValue: value, action: 'set', reason: `our earlier ${current} -> policy ${how}` };
+  }
   if (current < value && policy.existing === 'keep-lower') {
     return { policyValue: value, action: 'kept-lower', reason: `existing ${current} is lower than policy ${value}; kept (existing: keep-lower)` };
   }

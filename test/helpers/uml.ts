@@ -4,7 +4,7 @@
  * own node binary and /work/main/dist run inside unchanged.
  *
  * Inside, test/uml/init.sh (PID 1) mounts proc, sysfs, tmpfs on /run, cgroup2 on /run/cg with
- * +pids +memory (and +cpu/+cpuset when present) enabled at the root, and a per-run host temp
+ * +pids +memory (and +cpu/+cpuset when present) enabled at the root, loopback up, and a per-run host temp
  * directory read-write on /run/out; then runs `node <script> ...args` with CGWD_UML=1,
  * CGWD_CGROUP_ROOT=/run/cg, CGWD_OUT=/run/out, records the exit status and halts.
  * Scripts report through test/uml/in-uml.ts `emit()`, which appends to results.jsonl.
@@ -44,6 +44,8 @@ export interface UmlRun {
   /** cgroup2 root cgroup.controllers and cgroup.subtree_control inside UML. */
   controllers: string[];
   subtreeControl: string[];
+  /** Whether init.sh brought the loopback interface up (ip or ifconfig from the host root). */
+  loopback: boolean;
   /** This run's UML id (umid=...), also in every UML host process's command line. */
   umid: string;
   /** The host temp directory of this run (removed unless keepDir). */
@@ -303,6 +305,7 @@ export async function runInUml(script: string, args: string[] = [], opts: UmlOpt
     kernel: setup.kernel ?? null,
     controllers: words(setup.controllers),
     subtreeControl: words(setup.subtree_control),
+    loopback: setup.loopback === 'up',
     umid,
     dir,
     leftovers,

@@ -39,6 +39,13 @@ fi
 
 {
   echo "kernel=$(uname -r)"
+  # Loopback, for scripts that talk HTTP to themselves (a webhook receiver for the daemon's
+  # alerts). The host root provides ip (iproute2) or ifconfig (net-tools).
+  if ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up 2>/dev/null; then
+    echo "loopback=up"
+  else
+    echo "loopback=down"
+  fi
   if mount -t cgroup2 none /run/cg; then
     echo "cgroup2=1"
     read -r controllers < /run/cg/cgroup.controllers

@@ -1,0 +1,160 @@
+/**
+ * Limit-hit detection end to end in a real cgroup v2 kernel (user-mode Linux 6.1): the daemon
+ * sets a small pids.max by policy, a dash fork loop hits it, a memory hog is OOM-killed at
+ * memory.max, and the alerts arrive at a webhook receiver inside UML. One boot; the work is
+ * in test/uml/scripts/detect-v2.ts.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { prerequisite } from '../helpers/prereq';
+import { runInUml, umlAvailable, umlProcesses } from '../helpers/uml';
+
+type Rec = Record<string, any>;
+
+const UML = 'user-mode-linux (linux.uml): apt-get install -y user-mode-linux';
+
+test('detection in a real cgroup v2 kernel (UML): fork loop and OOM kill reach a webhook', async (t) => {
+  if (!prerequisite(t, umlAvailable(), UML)) return;
+  const run = await runInUml(path.join(__dirname, 'scripts', 'detect-v2.js'), [], { timeoutMs: 90_000 });
+  t.diagnostic(`boot+run ${run.durationMs} ms, kernel ${run.kernel}`);
+  if (!prerequisite(t, run.loopback, 'ip (iproute2) or ifconfig (net-tools) on the host, to bring loopback up inside UML')) return;
+  const tail = run.console.slice(-6000);
+  const r = new Map<string, Rec>();
+  for (const x of run.results as Rec[]) r.set(x.check, x);
+  const get = (check: string): Rec => {
+    const v = r.get(check);
+    assert.ok(v, `no "${check}" result; error: ${JSON.stringify(r.get('error'))}\n${tail}`);
+    return v;
+  };
+
+  await t.test('the script ran to its end and UML left nothing behind', () => {
+    assert.equal(r.get('error'), undefined, JSON.stringify(r.get('error')));
+    assert.equal(run.timedOut, false, tail);
+    assert.equal(run.exitCode, 0, tail);
+    assert.deepEqual(run.leftovers, []);
+    assert.deepEqual(umlProcesses(run.umid), []);
+    assert.equal(fs.existsSync(run.dir), false);
+    assert.equal(get('cleanup').gone, true);
+  });
+
+  await t.test('a webhook receiver answers on 127.0.0.1 inside UML', () => {
+    const rx = get('receiver');
+    assert.equal(rx.probe, 200);
+    assert.equal(rx.probeReceived, true);
+  });
+
+  const start = get('daemon-start');
+  const ids = get('alerts').ids as { pids: string; mem: string; P: string; M: string };
+
+  await t.test('the daemon set the small pids.max itself (policy override)', () => {
+    assert.ok(start.ready, `no "initial reconcile done": ${start.stderr}`);
+    assert.equal(start.ready.containers, 2);
+    assert.deepEqual(start.pidsMax, { pids: '8', mem: '6144' });
+    assert.equal(start.memoryMax, String(20 * 1024 * 1024));
+  });
+
+  const pids = get('pids');
+  const mem = get('memory');
+
+  await t.test('the kernel side: forks rejected, the hog OOM-killed', () => {
+    assert.equal(pids.ready, true);
+    assert.equal(pids.shellExit, 2, pids.shellStderr);
+    assert.match(pids.shellStderr, /Cannot fork/);
+    assert.deepEqual(pids.extras, [2, 2, 2]);
+    assert.equal(pids.eventsBefore.max, 0);
+    assert.equal(pids.eventsAfter.max, 4, 'one rejection by the loop, one by each of three more shells');
+    assert.equal(mem.ready, true);
+    assert.equal(mem.comm, 'memhog');
+    assert.deepEqual(mem.hogExit, { code: null, signal: 'SIGKILL' });
+    assert.equal(mem.eventsBefore.oom_kill, 0);
+    assert.equal(mem.eventsAfter.oom_kill, 1);
+  });
+
+  const alerts = get('alerts');
+  const received = alerts.received as Rec[];
+  const of = (cgroup: string, kind: string): Rec[] =>
+    received.filter((x) => x.body?.kind === kind && x.body?.container?.cgroupPath === cgroup).sort((a, b) => a.body.sequence - b.body.sequence);
+  for (const x of received) {
+    const b = x.body;
+    t.diagnostic(`alert ${b.kind} ${b.state} seq ${b.sequence} +${x.sincePidsGoMs.toFixed(0)} ms after the fork "go", +${x.sinceMemGoMs.toFixed(0)} ms after the hog "go": ${b.summary}`);
+  }
+
+  await t.test('every message is a well-formed generic webhook delivery', () => {
+    assert.ok(received.length > 0, 'no alert reached the webhook');
+    const keys = new Set<string>();
+    for (const x of received) {
+      assert.equal(x.path, '/hook');
+      assert.equal(x.contentType, 'application/json');
+      assert.equal(x.idempotencyKey, x.body.idempotencyKey);
+      assert.equal(keys.has(x.idempotencyKey), false, `delivered twice: ${x.idempotencyKey}`);
+      keys.add(x.idempotencyKey);
+      assert.equal(x.body.host, 'uml-test');
+      assert.ok([ids.P, ids.M].includes(x.body.container.cgroupPath), JSON.stringify(x.body.container));
+    }
+  });
+
+  await t.test('the fork loop gives one pids-max alert with the count and top commands', () => {
+    const msgs = of(ids.P, 'pids-max');
+    assert.ok(msgs.length > 0, 'no pids-max alert');
+    const first = msgs[0]!.body;
+    t.diagnostic(`fork "go" -> first pids-max alert at the webhook: ${pids.firstAlertMs?.toFixed(1)} ms`);
+    // One condition, one firing; the rest are updates and the resolution, in sequence.
+    assert.deepEqual(msgs.map((m) => m.body.sequence), msgs.map((_, i) => i + 1));
+    assert.equal(msgs.filter((m) => m.body.sequence === 1).length, 1);
+    assert.equal(new Set(msgs.map((m) => m.body.fingerprint)).size, 1);
+    assert.equal(first.state, 'firing');
+    assert.equal(first.severity, 'critical');
+    assert.equal(first.container.id, ids.pids);
+    assert.equal(first.container.runtime, 'docker');
+    assert.equal(first.counters.limit, 8);
+    assert.ok(first.counters.eventsSinceLast >= 1);
+    assert.ok(Array.isArray(first.topCommands) && first.topCommands.length > 0, JSON.stringify(first));
+    const tasks = (first.topCommands as Rec[]).reduce((n, c) => n + c.tasks, 0);
+    assert.ok(tasks > 0 && tasks <= 8, JSON.stringify(first.topCommands));
+    for (const c of first.topCommands as Rec[]) assert.ok(['sh', 'sleep'].includes(c.comm), JSON.stringify(first.topCommands));
+    assert.match(first.summary, /hit its PID limit 8/);
+    // The counter is the truth: every rejection counted once, whatever sources saw it.
+    const firing = msgs.filter((m) => m.body.state === 'firing');
+    assert.equal(firing.reduce((n, m) => n + m.body.counters.eventsSinceLast, 0), alerts.finalCounters.pids.max);
+    const last = msgs[msgs.length - 1]!.body;
+    assert.equal(last.state, 'resolved', 'resolved after resolveAfterSeconds of quiet');
+    assert.equal(last.counters.eventsTotal, alerts.finalCounters.pids.max);
+    assert.equal(typeof pids.firstAlertMs, 'number');
+    assert.ok(pids.firstAlertMs < 2000, `${pids.firstAlertMs} ms from the fork loop to the alert`);
+  });
+
+  await t.test('the OOM kill gives an oom-kill alert naming the victim', () => {
+    const msgs = of(ids.M, 'oom-kill');
+    assert.ok(msgs.length > 0, `no oom-kill alert; got ${received.map((x) => x.body.kind).join(', ')}`);
+    t.diagnostic(`hog "go" -> killed ${mem.hogExitMs.toFixed(1)} ms -> oom-kill alert at the webhook ${mem.oomKillAlertMs?.toFixed(1)} ms`);
+    assert.equal(msgs.filter((m) => m.body.sequence === 1).length, 1);
+    const first = msgs[0]!.body;
+    assert.equal(first.state, 'firing');
+    assert.equal(first.severity, 'critical');
+    assert.equal(first.container.id, ids.mem);
+    assert.equal(first.victim?.comm, 'memhog', JSON.stringify(first.victim));
+    assert.equal(first.victim.pid, mem.hogPid);
+    assert.ok(first.victim.anonRssKb > 0);
+    assert.equal(first.counters.limit, 20 * 1024 * 1024);
+    assert.equal(first.counters.eventsTotal, alerts.finalCounters.memory.oom_kill);
+    assert.match(first.summary, /memhog/);
+    assert.equal(typeof mem.oomKillAlertMs, 'number');
+    assert.ok(mem.oomKillAlertMs < 3000, `${mem.oomKillAlertMs} ms from the hog to the alert`);
+    // The memory limit itself was hit too; no PID alert for the memory container.
+    assert.ok(of(ids.M, 'memory-max').length > 0);
+    assert.equal(of(ids.M, 'pids-max').length, 0);
+    assert.equal(of(ids.P, 'oom-kill').length, 0);
+  });
+
+  await t.test('the daemon logged no other warnings or errors and stopped cleanly', () => {
+    const s = get('daemon-stop');
+    for (const e of (s.limitEvents as Rec[]) ?? []) t.diagnostic(`limit event ${e.kind} via ${e.source}: count ${e.count}, kernel -> handler ${e.latencyMs} ms`);
+    assert.deepEqual([s.code, s.killed], [0, false], s.stderr);
+    assert.deepEqual(s.problems, []);
+    assert.ok(s.alertsLogged > 0, 'alerts are logged as well');
+    assert.deepEqual(s.nonJson, []);
+    assert.equal(s.stderr, '');
+  });
+});

@@ -1,0 +1,269 @@
+/**
+ * Runs inside user-mode Linux (see test/uml/detect-v2.test.ts): the cgwatchdog daemon's
+ * limit-hit detection end to end, against a real cgroup v2 kernel. A webhook receiver in this
+ * process (127.0.0.1) records every alert the daemon posts; a dash fork loop hits a pids.max
+ * the daemon itself set (a policy override), a memory hog is OOM-killed at memory.max.
+ * Emits: receiver, daemon-start, pids, memory, alerts, daemon-stop, cleanup.
+ */
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import * as path from 'node:path';
+import { cgroupRoot, emit, inUml, nowMs, readKeyed, sleep } from '../in-uml';
+import { DaemonProc, hex64, mkCgroup, readTrim, removeTree, runMain, waitChildLine, writeConfig, type LogLine } from './daemon-util';
+
+const TEST = '/cgwd-test';
+
+interface Received {
+  at: number;
+  path: string | undefined;
+  contentType: string | undefined;
+  idempotencyKey: string | undefined;
+  body: any;
+}
+
+/** A webhook receiver: records every POST (JSON body) with the time it arrived. */
+async function receiver(): Promise<{ url: string; got: Received[]; waitFor: (want: (r: Received) => boolean, timeoutMs: number) => Promise<Received | null>; close: () => Promise<void> }> {
+  const got: Received[] = [];
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const at = nowMs();
+      const text = Buffer.concat(chunks).toString('utf8');
+      let body: unknown;
+      try {
+        body = JSON.parse(text);
+      } catch {
+        body = { unparsable: text.slice(0, 2000) };
+      }
+      got.push({ at, path: req.url, contentType: req.headers['content-type'], idempotencyKey: req.headers['idempotency-key'] as string | undefined, body });
+      res.writeHead(200, { 'Content-Type': 'text/plain' });
+      res.end('ok');
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+  const waitFor = async (want: (r: Received) => boolean, timeoutMs: number): Promise<Received | null> => {
+    const end = nowMs() + timeoutMs;
+    for (;;) {
+      const r = got.find(want);
+      if (r) return r;
+      if (nowMs() > end) return null;
+      await sleep(5);
+    }
+  };
+  return {
+    url: `http://127.0.0.1:${port}/hook`,
+    got,
+    waitFor,
+    close: () => new Promise((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    }),
+  };
+}
+
+/* A fixed script; the cgroup directory comes in as $1. With pids.max 8, the shell and seven
+ * sleeps fill the cgroup and the eighth fork fails; dash then gives up ("Cannot fork"). */
+const FORKER = [
+  'echo $$ > "$1/cgroup.procs" || exit 90',
+  'echo ready',
+  'read go',
+  'i=0',
+  'while [ $i -lt 20 ]; do sleep 1000 & i=$((i+1)); done',
+  'echo all-forked',
+].join('\n');
+
+/* One more rejected fork: a shell moves itself into the full cgroup (migration is not
+ * limited by pids.max) and tries to fork. */
+const ONE_MORE = 'echo $$ > "$1/cgroup.procs" || exit 90; sleep 1000 & exit 0';
+
+/* A fixed program: waits for "go", then touches 4 MiB at a time until it has 400 MiB. */
+const HOG = [
+  "process.stdout.write('ready\\n');",
+  "process.stdin.once('data', () => {",
+  '  const keep = [];',
+  '  for (let i = 0; i < 100; i++) keep.push(Buffer.allocUnsafe(4 << 20).fill(i + 1));',
+  "  process.stdout.write('survived ' + keep.length + '\\n');",
+  '  process.exit(0);',
+  '});',
+].join('\n');
+
+const pick = (l: LogLine | null | undefined): Record<string, unknown> | null =>
+  l ? Object.fromEntries(Object.entries(l).filter(([k]) => !['time', 'service', 'pid', 'hostname', '_at'].includes(k))) : null;
+
+async function main(): Promise<void> {
+  if (!inUml()) throw new Error('run this through test/helpers/uml.ts runInUml()');
+  const root = cgroupRoot();
+  const abs = (rel: string): string => path.join(root, rel);
+
+  // --- the webhook receiver, over loopback --------------------------------------------------
+  const rx = await receiver();
+  {
+    // Loopback works: one request to ourselves, then forget it.
+    const ok = await fetch(rx.url, { method: 'POST', body: '{"probe":true}', headers: { 'content-type': 'application/json' } }).then((r) => r.status, (e: Error) => e.message);
+    emit({ check: 'receiver', url: rx.url, probe: ok, probeReceived: rx.got.length === 1 });
+    rx.got.length = 0;
+  }
+
+  // --- two containers, made before the daemon starts ----------------------------------------
+  const pidsId = hex64();
+  const memId = hex64();
+  const P = `${TEST}/docker/${pidsId}`;
+  const M = `${TEST}/docker/${memId}`;
+  mkCgroup(root, P);
+  mkCgroup(root, M);
+  fs.writeFileSync(path.join(abs(M), 'memory.max'), String(20 * 1024 * 1024));
+  fs.mkdirSync('/run/cgwd-state');
+  const config = writeConfig('cgwd-detect', {
+    mode: 'enforce',
+    logLevel: 'debug',
+    paths: { cgroupRoot: root, procRoot: '/proc', kmsg: '/dev/kmsg', stateDir: '/run/cgwd-state' },
+    kernel: { manage: false },
+    // The daemon itself gives the fork-loop container its small limit.
+    policy: { overrides: [{ pathPattern: `^${TEST}/docker/${pidsId}$`, pidsMax: 8 }] },
+    discovery: { roots: [TEST] },
+    detection: { inotify: true, kmsg: true, sweepIntervalMs: 500 },
+    alerts: {
+      host: 'uml-test',
+      repeatIntervalSeconds: 1,
+      resolveAfterSeconds: 3,
+      sinks: [{ type: 'webhook', url: rx.url, timeoutMs: 2000, retry: { initialDelayMs: 100, maxDelayMs: 1000 } }],
+    },
+    metrics: { enabled: false },
+  });
+
+  const t0 = nowMs();
+  const d = new DaemonProc(config, 'detect');
+  const ready = await d.waitMsg('initial reconcile done', 30_000);
+  emit({
+    check: 'daemon-start',
+    ready: pick(ready),
+    readyMs: Math.round(nowMs() - t0),
+    pidsMax: { pids: readTrim(path.join(abs(P), 'pids.max')), mem: readTrim(path.join(abs(M), 'pids.max')) },
+    memoryMax: readTrim(path.join(abs(M), 'memory.max')),
+    lines: d.lines.map(pick),
+    stderr: d.stderr,
+  });
+  if (!ready) {
+    d.save();
+    await d.stop();
+    throw new Error(`the daemon did not get ready; stderr: ${d.stderr.slice(-2000)}`);
+  }
+  // Detection takes its counter baselines as containers are added; give it a moment.
+  await sleep(300);
+
+  // --- a fork loop at pids.max 8 -------------------------------------------------------------
+  const pidsBefore = readKeyed(path.join(abs(P), 'pids.events'));
+  const sh = spawn('/bin/sh', ['-c', FORKER, 'sh', abs(P)], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let shErr = '';
+  sh.stderr.on('data', (b: Buffer) => (shErr += b.toString()));
+  const shReady = await waitChildLine(sh, (l) => l === 'ready', 10_000);
+  const pidsGo = nowMs();
+  sh.stdin.write('go\n');
+  const shExit = await new Promise<number | null>((resolve) => {
+    const timer = setTimeout(() => resolve(null), 5000);
+    sh.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve(code);
+    });
+  });
+  const pidsCurrent = readTrim(path.join(abs(P), 'pids.current'));
+  const firstPids = await rx.waitFor((r) => r.body?.kind === 'pids-max', 5000);
+  // Three more rejected forks, after the first alert: they belong to the same alert (updates).
+  const extras: (number | null)[] = [];
+  for (let i = 0; i < 3; i++) {
+    const x = spawn('/bin/sh', ['-c', ONE_MORE, 'sh', abs(P)], { stdio: ['ignore', 'ignore', 'ignore'] });
+    extras.push(await new Promise<number | null>((resolve) => x.once('exit', (code) => resolve(code))));
+  }
+  const pidsAfter = readKeyed(path.join(abs(P), 'pids.events'));
+  emit({
+    check: 'pids',
+    ready: shReady !== null,
+    shellExit: shExit,
+    shellStderr: shErr.trim(),
+    pidsCurrent,
+    extras,
+    eventsBefore: pidsBefore,
+    eventsAfter: pidsAfter,
+    firstAlertMs: firstPids ? firstPids.at - pidsGo : null,
+  });
+
+  // --- a memory hog at memory.max 20M, named "memhog" ------------------------------------------
+  // comm is the basename of the path exec'd: a symlink named memhog to node.
+  fs.mkdirSync('/run/bin');
+  fs.symlinkSync(process.execPath, '/run/bin/memhog');
+  const memBefore = readKeyed(path.join(abs(M), 'memory.events'));
+  const hog = spawn('/run/bin/memhog', ['-e', HOG], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const hogReady = await waitChildLine(hog, (l) => l === 'ready', 20_000);
+  const comm = readTrim(`/proc/${hog.pid}/comm`);
+  // Node's own start-up memory stays charged where it was: only what it allocates now counts.
+  fs.writeFileSync(path.join(abs(M), 'cgroup.procs'), String(hog.pid));
+  const memGo = nowMs();
+  hog.stdin.write('go\n');
+  const hogExit = await new Promise<{ code: number | null; signal: string | null } | null>((resolve) => {
+    const timer = setTimeout(() => resolve(null), 30_000);
+    hog.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal });
+    });
+  });
+  const hogExitMs = nowMs() - memGo;
+  const oomKill = await rx.waitFor((r) => r.body?.kind === 'oom-kill', 5000);
+  emit({
+    check: 'memory',
+    ready: hogReady !== null,
+    hogPid: hog.pid,
+    comm,
+    hogExit,
+    hogExitMs,
+    eventsBefore: memBefore,
+    eventsAfter: readKeyed(path.join(abs(M), 'memory.events')),
+    oomKillAlertMs: oomKill ? oomKill.at - memGo : null,
+  });
+
+  // --- the resolutions (resolveAfterSeconds 3), then stop --------------------------------------
+  await Promise.all([
+    rx.waitFor((r) => r.body?.kind === 'pids-max' && r.body?.state === 'resolved', 6000),
+    rx.waitFor((r) => r.body?.kind === 'oom-kill' && r.body?.state === 'resolved', 6000),
+  ]);
+  const finalCounters = { pids: readKeyed(path.join(abs(P), 'pids.events')), memory: readKeyed(path.join(abs(M), 'memory.events')) };
+  const stopped = await d.stop();
+  d.save();
+  await sleep(100);
+  await rx.close();
+  emit({
+    check: 'alerts',
+    pidsGoAt: pidsGo,
+    memGoAt: memGo,
+    finalCounters,
+    received: rx.got.map((r) => ({
+      ...r,
+      sincePidsGoMs: r.at - pidsGo,
+      sinceMemGoMs: r.at - memGo,
+    })),
+    ids: { pids: pidsId, mem: memId, P, M },
+  });
+  emit({
+    check: 'daemon-stop',
+    ...stopped,
+    // Warnings and errors other than the alerts themselves (logged at warn by design).
+    problems: d.problems().filter((l) => l.alert === undefined).map(pick),
+    alertsLogged: d.problems().filter((l) => l.alert !== undefined).length,
+    nonJson: d.other,
+    stderr: d.stderr,
+    // What the daemon said about detection, for the report (diagnostics only).
+    detectionRunning: pick(d.lines.find((l) => typeof l.msg === 'string' && /^detection/.test(l.msg))),
+    limitEvents: d.lines.filter((l) => l.event !== undefined).map((l) => ({ ...l.event, loggedAt: l._at })),
+  });
+
+  await removeTree(abs(TEST));
+  emit({ check: 'cleanup', gone: !fs.existsSync(abs(TEST)) });
+}
+
+runMain(main, emit);
