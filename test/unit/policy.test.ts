@@ -57,3 +57,13 @@ test('overrides: first match wins; exclude, fixed value, own numbers; by path an
   assert.equal(decide(p, cores(2), 'max', '/kubepods/burstable/podx/abc', 'containerd').policyValue, 6144);
   assert.equal(decide(p, cores(3), 'max', '/libpod_parent/libpod-abc', 'podman').policyValue, 1536);
 });
+
+test('keep-lower protects limits others set, not the value cgwatchdog itself wrote earlier', () => {
+  // Written from host cores before the runtime's quota of 8 CPUs landed: 6144, now the policy says 8192.
+  const d = decide(policy, cores(8), 6144, '/docker/x', 'docker', 6144);
+  assert.equal(d.action, 'set');
+  assert.equal(d.policyValue, 8192);
+  assert.match(d.reason, /our earlier 6144/);
+  // Someone else's 4096 is still kept.
+  assert.equal(decide(policy, cores(8), 4096, '/docker/x', 'docker', 6144).action, 'kept-lower');
+});
