@@ -6,6 +6,7 @@ import { hostPidsReport, type HostPids } from './kernel/host-report';
 import { raisePidMax, readPidMax } from './kernel/sysctl';
 import type { ApplyResult } from './policy/apply';
 import { applyAll } from './policy/reconcile';
+import { WrittenStore } from './policy/written-store';
 
 export interface ApplyReport {
   ok: boolean;
@@ -45,7 +46,10 @@ export async function runApply(config: Config, opts: { dryRun: boolean }): Promi
   }
   const now = Date.now();
   const containers: Container[] = found.map((f) => ({ ...f, seenAt: now, seenHr: process.hrtime.bigint() }));
-  const results = await applyAll({ cgroups: host.cgroups, config: effective, hostCores: host.hostCores }, containers);
+  const written = new WrittenStore(config.paths.stateDir);
+  const noWriteReason = opts.dryRun ? 'dry run' : config.mode === 'observe' ? 'observe mode' : undefined;
+  const results = await applyAll({ cgroups: host.cgroups, config: effective, hostCores: host.hostCores, written, noWriteReason }, containers);
+  if (writes) written.flush();
   const hostReport = await hostPidsReport(config.paths.procRoot, results.map((r) => r.newPidsMax));
   return {
     ok: pidMax.error === undefined && results.every((r) => r.action !== 'error'),

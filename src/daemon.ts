@@ -13,6 +13,7 @@ import { raisePidMax } from './kernel/sysctl';
 import type { Logger } from './log';
 import { applyPolicy, type ApplyResult } from './policy/apply';
 import { applyAll } from './policy/reconcile';
+import { WrittenStore } from './policy/written-store';
 import { watchPath } from './kernel/inotify';
 import { AlertPipeline } from './alerts/pipeline';
 import { DetectionEngine } from './detect/engine';
@@ -58,7 +59,7 @@ export class Daemon {
   /** Last applied result per cgroup path (pids.max, policy value, cores) for metrics and alerts. */
   readonly applied = new Map<string, ApplyResult>();
   /** What we wrote to each container's pids.max (see decide(): our own value is not "existing"). */
-  private readonly written = new Map<string, number>();
+  private written!: WrittenStore;
   private task?: ScheduledTask;
   private settleTimers = new Set<NodeJS.Timeout>();
   private running = false;
@@ -80,6 +81,7 @@ export class Daemon {
       for (const p of this.host.problems) this.log.warn(p);
     }
     this.running = true;
+    this.written = new WrittenStore(config.paths.stateDir, (m) => this.log.warn(m));
     this.log.info(await this.facts(), 'starting');
 
     if (config.kernel.manage && config.mode === 'enforce') {
@@ -108,7 +110,8 @@ export class Daemon {
     const t0 = process.hrtime.bigint();
     await this.reconcile();
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-    const report = await hostPidsReport(config.paths.procRoot, [...this.applied.values()].map((r) => r.newPidsMax));
+    // In observe mode the limits stay as they are: report what is, not what would be.
+    const report = await hostPidsReport(config.paths.procRoot, [...this.applied.values()].map((r) => (r.written ? r.newPidsMax : r.oldPidsMax)));
     this.log.info({ containers: this.inventory.size, watches: this.live.watchCount, startMs: Math.round(ms), ...report }, 'initial reconcile done');
     if (report.overcommit !== null && report.overcommit > 1) {
       this.log.warn({ sumContainersPidsMax: report.sumContainersPidsMax, pidMax: report.pidMax }, 'containers together may use more PIDs than kernel.pid_max allows');
@@ -237,6 +240,7 @@ export class Daemon {
     }
     // A container inotify found while the walk ran is not in it; and one the walk missed is
     // only gone if its directory is.
+    for (const k of [...this.written.keys()]) if (!seen.has(k) && !this.inventory.has(k)) this.written.delete(k);
     for (const c of [...this.inventory.all()]) {
       if (seen.has(c.cgroupPath) || c.seenAt >= walkStart) continue;
       if (fs.existsSync(cgroups.dir('pids', c.cgroupPath))) continue;
@@ -383,6 +387,7 @@ export class Daemon {
     for (const t of this.settleTimers) clearTimeout(t);
     this.settleTimers.clear();
     await this.reconciling;
+    this.written?.flush();
     this.live?.close();
     this.engine?.stop();
     this.usage?.stop();

@@ -48,7 +48,7 @@ export class DaemonMetricsState implements MetricsSource {
         namespace: c.podNamespace,
         cgroupPath: c.cgroupPath,
         pidsCurrent: u?.pidsCurrent,
-        pidsMax: u?.pidsMax ?? r?.newPidsMax,
+        pidsMax: u?.pidsMax ?? (r?.written ? r.newPidsMax : r?.oldPidsMax),
         policyPidsMax: r?.policyValue ?? undefined,
         coresUsed: r?.cores,
         coresSource: r?.coresSource,
@@ -64,7 +64,8 @@ export class DaemonMetricsState implements MetricsSource {
   host() {
     let sum = 0;
     for (const c of this.d.inventory.all()) {
-      const max = this.d.usage?.usage.get(c.cgroupPath)?.pidsMax ?? this.d.applied.get(c.cgroupPath)?.newPidsMax;
+      const r = this.d.applied.get(c.cgroupPath);
+      const max = this.d.usage?.usage.get(c.cgroupPath)?.pidsMax ?? (r?.written ? r.newPidsMax : r?.oldPidsMax);
       if (typeof max === 'number') sum += max;
     }
     const h = this.d.usage?.host ?? {};

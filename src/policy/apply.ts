@@ -29,6 +29,8 @@ export interface ApplyContext {
   hostCores: number;
   /** The value cgwatchdog last wrote to each cgroup, so keep-lower does not protect it. */
   written?: Map<string, number>;
+  /** Why nothing is written ("dry run"), when the caller computes only. Default: observe mode. */
+  noWriteReason?: string;
 }
 
 const gone = (c: Container, reason: string): ApplyResult => ({ id: c.id, runtime: c.runtime, cgroupPath: c.cgroupPath, action: 'gone', written: false, reason });
@@ -59,7 +61,7 @@ export async function applyPolicy(ctx: ApplyContext, c: Container): Promise<Appl
       oldPidsMax: current,
     };
     if (d.action !== 'set' || d.policyValue === null) return { ...base, newPidsMax: current, action: d.action, written: false, reason: d.reason };
-    if (config.mode === 'observe') return { ...base, newPidsMax: current, action: 'set', written: false, reason: `observe mode, would set: ${d.reason}` };
+    if (config.mode === 'observe') return { ...base, newPidsMax: d.policyValue, action: 'set', written: false, reason: `${ctx.noWriteReason ?? 'observe mode'}, would set: ${d.reason}` };
     const w = await cgroups.writePidsMax(c.cgroupPath, d.policyValue);
     if (w === 'gone') return gone(c, 'cgroup removed before pids.max could be written');
     ctx.written?.set(c.cgroupPath, d.policyValue);
