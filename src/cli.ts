@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// The kmsg reader parks one threadpool thread in a blocking read; give file I/O the rest.
-// Must be set before the first asynchronous fs call creates the pool.
+// Asynchronous cgroup and /proc reads (thousands at start on a busy host) go through libuv's
+// threadpool, 4 threads by default. Must be set before the first asynchronous fs call.
 process.env.UV_THREADPOOL_SIZE ??= '8';
 
 import fs from 'node:fs';
