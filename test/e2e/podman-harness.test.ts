@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { prerequisite, isRoot } from '../helpers/prereq';
 import {
+  createContainer,
   ensureBusyboxImage,
   forkBombArgs,
   memoryHogArgs,
@@ -133,11 +134,13 @@ test('runc writes pids.max after creating the cgroup; a write made after runc\'s
   const watchers: fs.FSWatcher[] = [];
   t.after(() => watchers.forEach((w) => w.close()));
 
+  // Created first, so the watch knows which cgroup is ours: other containers may start meanwhile.
+  const created = await createContainer({ name, cmd: ['sleep', '100000'] });
   const t0 = performance.now();
   watchers.push(
     fs.watch(parent, (type, file) => {
       const now = performance.now();
-      if (type !== 'rename' || !file || !file.startsWith('libpod-') || seen.dir) return;
+      if (type !== 'rename' || file !== `libpod-${created.id}` || seen.dir) return;
       const dir = `${parent}/${file}`;
       if (!fs.existsSync(dir)) return; // a removal
       seen.dir = dir;
@@ -163,8 +166,10 @@ test('runc writes pids.max after creating the cgroup; a write made after runc\'s
     }),
   );
 
-  const c = await runContainer({ name, cmd: ['sleep', '100000'] });
+  const started = await run('podman', ['start', name]);
+  assert.equal(started.code, 0, started.stderr);
   const tReturned = performance.now();
+  const c = { cgroupPath: `/libpod_parent/libpod-${created.id}` };
   await sleep(300); // later writes by podman/runc, if any, would show up here
 
   assert.equal(seen.dir, `${PIDS_ROOT}${c.cgroupPath}`);
@@ -193,8 +198,9 @@ test('a write to pids.max as soon as the cgroup appears is overwritten by runc (
   let before = '';
   let tCreate = 0;
   let tWrite = 0;
+  const created = await createContainer({ name, cmd: ['sleep', '100000'] });
   const w = fs.watch(parent, (type, file) => {
-    if (type !== 'rename' || !file?.startsWith('libpod-') || wrote !== undefined) return;
+    if (type !== 'rename' || file !== `libpod-${created.id}` || wrote !== undefined) return;
     const dir = `${parent}/${file}`;
     try {
       tCreate = performance.now();
@@ -207,7 +213,9 @@ test('a write to pids.max as soon as the cgroup appears is overwritten by runc (
     }
   });
   t.after(() => w.close());
-  const c = await runContainer({ name, cmd: ['sleep', '100000'] });
+  const started = await run('podman', ['start', name]);
+  assert.equal(started.code, 0, started.stderr);
+  const c = { cgroupPath: `/libpod_parent/libpod-${created.id}` };
   assert.equal(wrote, `${PIDS_ROOT}${c.cgroupPath}`);
   const final = read(`${PIDS_ROOT}${c.cgroupPath}/pids.max`);
   t.diagnostic(

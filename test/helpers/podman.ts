@@ -277,6 +277,23 @@ function runArgs(opts: RunContainerOptions): string[] {
 }
 
 /**
+ * `podman create`: the container and its id, with no cgroup yet (runc makes it at start). A
+ * test that watches for the cgroup's creation knows which directory is its own this way.
+ * Start it with `podman start <name>` through run().
+ */
+export async function createContainer(opts: RunContainerOptions): Promise<{ id: string; name: string }> {
+  const args = runArgs(opts);
+  args.splice(0, 2, 'create');
+  const r = await run('podman', args);
+  const id = r.stdout.trim().split('\n').pop()!.trim();
+  if (r.code !== 0 || !/^[0-9a-f]{64}$/.test(id)) {
+    await removeContainer(opts.name);
+    throw new Error(describe('podman', args, r));
+  }
+  return { id, name: opts.name };
+}
+
+/**
  * `podman run -d` only: resolves with the full id once podman has started the container, which
  * may already have exited (use `waitContainer`). For short-lived workloads.
  */

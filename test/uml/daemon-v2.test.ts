@@ -70,9 +70,9 @@ test('cgwatchdog apply and run against a real cgroup v2 kernel (UML)', async (t)
     // docker/not-a-container is not a container.
     assert.deepEqual([...by.keys()].sort(), Object.values(c).sort());
     const expect: [string, Rec][] = [
-      [c.docker2, { runtime: 'docker', cores: 2, coresSource: 'quota', policyValue: 6144, oldPidsMax: 'max', newPidsMax: 'max', action: 'set' }],
-      [c.k8s16, { runtime: 'containerd', cores: 16, coresSource: 'quota', policyValue: 16384, oldPidsMax: 'max', newPidsMax: 'max', action: 'set' }],
-      [c.unlimitedCpu, { runtime: 'docker', cores: hostCores, coresSource: 'host', policyValue: hostPolicy, oldPidsMax: 'max', newPidsMax: 'max', action: 'set' }],
+      [c.docker2, { runtime: 'docker', cores: 2, coresSource: 'quota', policyValue: 6144, oldPidsMax: 'max', newPidsMax: 6144, action: 'set' }],
+      [c.k8s16, { runtime: 'containerd', cores: 16, coresSource: 'quota', policyValue: 16384, oldPidsMax: 'max', newPidsMax: 16384, action: 'set' }],
+      [c.unlimitedCpu, { runtime: 'docker', cores: hostCores, coresSource: 'host', policyValue: hostPolicy, oldPidsMax: 'max', newPidsMax: hostPolicy, action: 'set' }],
       [c.lower, { runtime: 'docker', cores: 2, coresSource: 'quota', policyValue: 6144, oldPidsMax: 1000, newPidsMax: 1000, action: 'kept-lower' }],
     ];
     for (const [p, want] of expect) {
@@ -187,7 +187,7 @@ test('cgwatchdog apply and run against a real cgroup v2 kernel (UML)', async (t)
     assert.equal(a.report.dryRun, false);
     for (const x of a.report.containers as Rec[]) assert.equal(x.written, false, JSON.stringify(x));
     const d2 = (a.report.containers as Rec[]).find((x) => x.cgroupPath === c.docker2)!;
-    assert.deepEqual([d2.action, d2.oldPidsMax, d2.newPidsMax, d2.policyValue], ['set', 'max', 'max', 6144]);
+    assert.deepEqual([d2.action, d2.oldPidsMax, d2.newPidsMax, d2.policyValue], ['set', 'max', 6144, 6144]);
     assert.match(d2.reason, /^observe mode, would set/);
     assert.deepEqual(a.after, a.before);
     assert.equal(a.pidMax, '32768', 'kernel.pid_max not raised in observe mode');
