@@ -135,6 +135,7 @@ export class Daemon {
       kmsg: config.detection.kmsg,
       kmsgPath: config.paths.kmsg,
       sweepIntervalMs: config.detection.sweepIntervalMs,
+      memoryUnlimited: (path) => this.usage?.usage.get(path)?.memoryLimit === 'max',
     });
     const usage = new UsageMonitor({
       cgroups,

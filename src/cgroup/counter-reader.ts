@@ -7,7 +7,7 @@ import type { SyncFileReader } from './types';
 // the kernel regenerate a cgroup seq file (seq_read restarts when the position goes back).
 
 export interface CounterReaderOptions {
-  /** Most fds kept open; beyond it reads fall back to open/read/close. */
+  /** Most fds kept open; beyond it reads fall back to open/read/close. Default: from RLIMIT_NOFILE. */
   maxOpenFds?: number;
 }
 
@@ -17,7 +17,7 @@ export class CounterReader implements SyncFileReader {
   private buf = Buffer.allocUnsafe(4096);
 
   constructor(options: CounterReaderOptions = {}) {
-    this.maxOpenFds = options.maxOpenFds ?? 4096;
+    this.maxOpenFds = options.maxOpenFds ?? defaultMaxOpenFds();
   }
 
   /** Number of fds held open now. */
@@ -102,5 +102,20 @@ export class CounterReader implements SyncFileReader {
       this.buf = bigger;
     }
     return this.buf.toString('latin1', 0, total);
+  }
+}
+
+/**
+ * Keep ~7 counter files per container open, as many as the open-files limit allows less a
+ * reserve for everything else (sockets, the outbox, podman inspect pipes). Node raises its
+ * soft limit to the hard one at start; the systemd unit sets LimitNOFILE.
+ */
+export function defaultMaxOpenFds(limitsFile = '/proc/self/limits'): number {
+  try {
+    const m = /^Max open files\s+(\d+|unlimited)/m.exec(fs.readFileSync(limitsFile, 'utf8'));
+    const soft = m && m[1] !== 'unlimited' ? Number(m[1]) : 1_048_576;
+    return Math.max(256, Math.min(soft - 1024, 262_144));
+  } catch {
+    return 4096;
   }
 }

@@ -57,6 +57,11 @@ export interface CounterSnapshot {
 }
 
 /** What the synchronous reads need: CounterReader (cached fds) satisfies it. */
+export interface QuickReadHint {
+  prev?: CounterSnapshot;
+  memoryUnlimited?: boolean;
+}
+
 export interface SyncFileReader {
   /** Content, or null when the file (its cgroup) is gone. */
   read(path: string): string | null;
@@ -98,9 +103,18 @@ export interface CgroupFs {
    * The sweep's read: pids.events and the memory counters through `reader` (a CounterReader
    * keeps their fds open). Null when the cgroup is gone.
    */
-  readCountersSync(rel: string, reader: SyncFileReader): CounterSnapshot | null;
+  /**
+   * A quick read may skip files that cannot have changed: `prev` is the last snapshot of this
+   * cgroup; `memoryUnlimited` says its own memory limit is "max" (then its own limit cannot be
+   * hit). Omit the hint for a full read.
+   */
+  readCountersSync(rel: string, reader: SyncFileReader, hint?: QuickReadHint): CounterSnapshot | null;
   /** pids.current and pids.max through `reader`; null when the cgroup is gone. */
   readPidsCurrentSync(rel: string, reader: SyncFileReader): { current: number; max: Limit } | null;
+  /** pids.current alone (the limit changes rarely; the usage monitor reads it less often). */
+  readPidsCurrentOnlySync(rel: string, reader: SyncFileReader): number | null;
+  /** Memory usage alone. */
+  readMemoryUsageOnlySync(rel: string, reader: SyncFileReader): number | null;
   /** Memory usage and limit through kept-open fds, for the periodic usage check. */
   readMemoryUsageSync(rel: string, reader: SyncFileReader): MemoryUsage | null;
 }

@@ -20,6 +20,7 @@ import {
   type MemoryUsage,
   type PidsEvents,
   type SyncFileReader,
+  type QuickReadHint,
 } from './types';
 
 type Controller = 'pids' | 'memory' | 'cpu' | 'cpuset';
@@ -54,7 +55,8 @@ export class V1CgroupFs implements CgroupFs {
   }
 
   private file(controller: Controller, rel: string, name: string): string {
-    return path.join(this.dir(controller, rel), name);
+    // dir() is resolved and has no trailing slash: a plain join is enough, and cheap.
+    return `${this.dir(controller, rel)}/${name}`;
   }
 
   // On this kernel (6.18) inotify never fires on v1 pids.events or memory.oom_control, so
@@ -132,14 +134,22 @@ export class V1CgroupFs implements CgroupFs {
     return out;
   }
 
-  readCountersSync(rel: string, reader: SyncFileReader): CounterSnapshot | null {
+  readCountersSync(rel: string, reader: SyncFileReader, hint?: QuickReadHint): CounterSnapshot | null {
+    const prev = hint?.prev;
     const snap: CounterSnapshot = {};
     const pidsMax = readSyncParsed(reader, this.file('pids', rel, 'pids.events'), parsePidsEventsMax);
     if (pidsMax !== null) snap.pids = { max: pidsMax };
     // A container can be missing from one v1 hierarchy (a runtime that skips memory): read what is there.
-    if (this.has('memory')) {
+    if (this.has('memory') && hint?.memoryUnlimited && prev?.memory && snap.pids) {
+      // failcnt counts hits of this cgroup's own limit, and there is none.
+      snap.memory = prev.memory;
+    } else if (this.has('memory')) {
       const failcnt = readSyncParsed(reader, this.file('memory', rel, 'memory.failcnt'), parseInteger);
-      const oomKill = failcnt === null ? null : readSyncParsed(reader, this.file('memory', rel, 'memory.oom_control'), parseOomControlKills);
+      // An OOM kill by this cgroup's own limit follows failed charges, which count in failcnt:
+      // unchanged failcnt, unchanged oom_kill. (A kill by an ancestor's limit does not move
+      // it: /dev/kmsg reports those, and callers make a full read now and then.)
+      const skip = failcnt !== null && prev?.memory !== undefined && prev.memory.max === failcnt;
+      const oomKill = failcnt === null ? null : skip ? prev!.memory!.oomKill : readSyncParsed(reader, this.file('memory', rel, 'memory.oom_control'), parseOomControlKills);
       if (failcnt !== null && oomKill !== null) snap.memory = { max: failcnt, oomKill };
     }
     return snap.pids === undefined && snap.memory === undefined ? null : snap;
@@ -156,5 +166,13 @@ export class V1CgroupFs implements CgroupFs {
     const usageBytes = readSyncParsed(reader, this.file('memory', rel, 'memory.usage_in_bytes'), parseInteger);
     const limitBytes = usageBytes === null ? null : readSyncParsed(reader, this.file('memory', rel, 'memory.limit_in_bytes'), parseV1MemoryLimit);
     return usageBytes === null || limitBytes === null ? null : { usageBytes, limitBytes };
+  }
+
+  readPidsCurrentOnlySync(rel: string, reader: SyncFileReader): number | null {
+    return readSyncParsed(reader, this.file('pids', rel, 'pids.current'), parseInteger);
+  }
+
+  readMemoryUsageOnlySync(rel: string, reader: SyncFileReader): number | null {
+    return this.has('memory') ? readSyncParsed(reader, this.file('memory', rel, 'memory.usage_in_bytes'), parseInteger) : null;
   }
 }

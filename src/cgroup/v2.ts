@@ -12,6 +12,7 @@ import {
   type MemoryUsage,
   type PidsEvents,
   type SyncFileReader,
+  type QuickReadHint,
 } from './types';
 
 type Controller = 'pids' | 'memory' | 'cpu' | 'cpuset';
@@ -37,7 +38,8 @@ export class V2CgroupFs implements CgroupFs {
   }
 
   private file(rel: string, name: string): string {
-    return path.join(cgroupDir(this.discoveryRoot, rel), name);
+    // cgroupDir() is resolved and has no trailing slash: a plain join is enough, and cheap.
+    return `${cgroupDir(this.discoveryRoot, rel)}/${name}`;
   }
 
   eventFiles(rel: string): { pids?: string; memory?: string } {
@@ -99,7 +101,7 @@ export class V2CgroupFs implements CgroupFs {
     return ['pids.events', 'pids.events.local', 'memory.events', 'pids.current', 'pids.max', 'memory.current', 'memory.max'].map((f) => this.file(rel, f));
   }
 
-  readCountersSync(rel: string, reader: SyncFileReader): CounterSnapshot | null {
+  readCountersSync(rel: string, reader: SyncFileReader, _hint?: QuickReadHint): CounterSnapshot | null {
     const snap: CounterSnapshot = {};
     // A cgroup without the pids or memory controller enabled has no such file: that part stays absent.
     const max = readSyncParsed(reader, this.file(rel, 'pids.events'), parsePidsEventsMax);
@@ -125,5 +127,13 @@ export class V2CgroupFs implements CgroupFs {
     const usageBytes = readSyncParsed(reader, this.file(rel, 'memory.current'), parseInteger);
     const limitBytes = usageBytes === null ? null : readSyncParsed(reader, this.file(rel, 'memory.max'), parseLimit);
     return usageBytes === null || limitBytes === null ? null : { usageBytes, limitBytes };
+  }
+
+  readPidsCurrentOnlySync(rel: string, reader: SyncFileReader): number | null {
+    return readSyncParsed(reader, this.file(rel, 'pids.current'), parseInteger);
+  }
+
+  readMemoryUsageOnlySync(rel: string, reader: SyncFileReader): number | null {
+    return readSyncParsed(reader, this.file(rel, 'memory.current'), parseInteger);
   }
 }

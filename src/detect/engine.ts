@@ -11,6 +11,8 @@ import { CounterTracker, diffCounters, type CgroupCounters } from './counter-dif
 import type { EventSource, LimitEvent, OomVictim } from './event';
 import { EventMerger } from './merge';
 
+const FULL_SWEEP_EVERY = 10;
+
 export interface EngineOptions {
   cgroups: CgroupFs;
   log: Logger;
@@ -18,6 +20,8 @@ export interface EngineOptions {
   kmsg: boolean;
   kmsgPath: string;
   sweepIntervalMs: number;
+  /** Whether a cgroup's own memory limit is "max", as last read (lets quick sweeps skip its memory files). */
+  memoryUnlimited?: (path: string) => boolean;
   /** How long an oom-kill line waits for its "Killed process" line (RSS) before going on without it. */
   victimWaitMs?: number;
 }
@@ -153,14 +157,17 @@ export class DetectionEngine extends EventEmitter {
 
   // ---- reading counters ---------------------------------------------------------------
 
-  /** Read the counters of these cgroups; returns the per-cgroup increases since the last read. */
-  private readFamily(paths: string[]): { pids: PidsObservation[]; memory: MemoryObservation[] } {
+  /**
+   * Read the counters of these cgroups; returns the per-cgroup increases since the last read.
+   * `quick` lets the cgroup layer skip files that cannot have changed (the sweep's common case).
+   */
+  private readFamily(paths: string[], quick = false): { pids: PidsObservation[]; memory: MemoryObservation[] } {
     const pids: PidsObservation[] = [];
     const memory: MemoryObservation[] = [];
     for (const path of paths) {
       let read: CgroupCounters | null;
       try {
-        read = this.o.cgroups.readCountersSync(path, this.reader);
+        read = this.o.cgroups.readCountersSync(path, this.reader, quick ? { prev: this.tracker.get(path), memoryUnlimited: this.o.memoryUnlimited?.(path) } : undefined);
       } catch (err) {
         this.o.log.warn({ err: (err as Error).message, cgroup: path }, 'reading counters failed');
         continue;
@@ -177,9 +184,9 @@ export class DetectionEngine extends EventEmitter {
   }
 
   /** A source says something may have happened in `path`: read its family and emit what went up. */
-  check(path: string, source: EventSource, kernelAt?: number): void {
+  check(path: string, source: EventSource, kernelAt?: number, quick = false): void {
     if (!this.watched.has(path)) return;
-    const { pids, memory } = this.readFamily(this.family(path));
+    const { pids, memory } = this.readFamily(this.family(path), quick);
     const hasDelta = pids.some((p) => p.delta > 0) || memory.some((m) => Object.keys(m.deltas).length > 0);
     if (!hasDelta) return; // spurious wake-up: nothing went up
     if (pids.some((p) => p.delta > 0)) {
@@ -215,9 +222,11 @@ export class DetectionEngine extends EventEmitter {
         const pod = w.container?.podPath;
         tops.add(pod && this.watched.has(pod) ? pod : w.path);
       }
+      // Every tenth sweep reads everything; the others may skip what cannot have changed.
+      const quick = this.stats.sweeps % FULL_SWEEP_EVERY !== 0;
       let n = 0;
       for (const top of tops) {
-        this.check(top, 'sweep');
+        this.check(top, 'sweep', undefined, quick);
         if (++n % 200 === 0) await new Promise((r) => setImmediate(r));
       }
     } finally {

@@ -19,14 +19,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { isRoot, prerequisite } from '../helpers/prereq';
-import { ensureBusyboxImage, forkBombArgs, memoryHogArgs, podmanUnavailableReason, removeContainer, testContainerName, threadBombArgs, type WorkloadArgs } from '../helpers/podman';
+import { createContainer, ensureBusyboxImage, forkBombArgs, memoryHogArgs, podmanUnavailableReason, removeContainer, testContainerName, threadBombArgs, type WorkloadArgs } from '../helpers/podman';
 import { startDaemon, startWebhookReceiver, type LogLine, type Received } from '../helpers/daemon';
 import {
   ALERTMANAGER,
   PROMETHEUS,
   PROMTOOL,
   amActiveAlerts,
-  podmanCreate,
   podmanStart,
   promQuery,
   promTargets,
@@ -63,8 +62,6 @@ test('e2e: one daemon, real podman containers, a real Alertmanager and Prometheu
     if (!prerequisite(t, fs.existsSync(bin), `${bin} (apt-get install prometheus prometheus-alertmanager)`)) return;
   }
   const tStart = Date.now();
-  const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'cgwd-e2e-state-'));
-  t.after(() => fs.rmSync(stateDir, { recursive: true, force: true }));
 
   // ---- the consumers --------------------------------------------------------------------
   const secret = randomBytes(24).toString('hex');
@@ -77,7 +74,8 @@ test('e2e: one daemon, real podman containers, a real Alertmanager and Prometheu
   const make = async (tag: string, w: WorkloadArgs, o: { cpus?: number; memory?: string } = {}): Promise<C> => {
     const name = testContainerName(`e2e-${tag}`);
     t.after(() => removeContainer(name));
-    return podmanCreate({ name, image, cmd: w.cmd, extra: w.extra, ...o });
+    const { id } = await createContainer({ name, image, cmd: w.cmd, extra: w.extra, ...o });
+    return { id, name, cgroupPath: `/libpod_parent/libpod-${id}` };
   };
   const sleeper: WorkloadArgs = { cmd: ['sleep', '100000'], extra: [] };
   const [size2, size8, bomb, threads, hog] = await Promise.all([
@@ -90,6 +88,7 @@ test('e2e: one daemon, real podman containers, a real Alertmanager and Prometheu
   const idsRe = (cs: C[]): string => `^/libpod_parent/libpod-(${cs.map((c) => c.id).join('|')})$`;
 
   // ---- the daemon -------------------------------------------------------------------------
+  const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'cgwd-e2e-state-'));
   const d = startDaemon(
     {
       mode: 'enforce',
@@ -115,6 +114,11 @@ test('e2e: one daemon, real podman containers, a real Alertmanager and Prometheu
     },
     { t, env: { [HMAC_ENV]: secret } },
   );
+  // The daemon writes its state on the way out: remove the directory only once it has stopped.
+  t.after(async () => {
+    await d.stop();
+    fs.rmSync(stateDir, { recursive: true, force: true });
+  });
   const listening = await d.waitForLog((l) => l.msg === 'metrics listening', 15_000);
   const metricsPort = listening.port as number;
   assert.ok(metricsPort > 0, `metrics port ${metricsPort}`);

@@ -5,7 +5,7 @@
  * server is gone also when the test fails; a process 'exit' hook SIGKILLs any still running.
  *
  * Also `promtoolCheckMetrics` (promtool's lint of an exposition text, with prom-client's known
- * default-metric findings allowed) and `podmanCreate`, which podman.ts lacks (see there).
+ * default-metric findings allowed) and `podmanStart` (the counterpart of podman.ts's createContainer).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -235,57 +235,9 @@ export async function promtoolCheckMetrics(text: string): Promise<{ code: number
   return { code: r.code, problems, out: r.out };
 }
 
-// ---- podman create (missing from podman.ts) ------------------------------------------------
+// ---- podman start (podman.ts has createContainer, not its counterpart) ---------------------
 
-/** Hard limit of a resource of this process ("Max open files"...), as podman.ts reads it. */
-function hardLimit(label: string): number | undefined {
-  try {
-    const line = fs
-      .readFileSync('/proc/self/limits', 'utf8')
-      .split('\n')
-      .find((l) => l.startsWith(label));
-    if (!line) return undefined;
-    const hard = line.slice(label.length).trim().split(/\s+/)[1];
-    return hard === 'unlimited' ? undefined : Number(hard);
-  } catch {
-    return undefined;
-  }
-}
-
-export interface CreateOptions {
-  /** Must start with `cgwd-test-`. */
-  name: string;
-  image: string;
-  cpus?: number;
-  memory?: string;
-  pidsLimit?: number;
-  cmd: string[];
-  extra?: string[];
-}
-
-/**
- * `podman create` with the same base options as podman.ts's runContainer (runc, no network,
- * ulimits under this host's hard limits): the container and its full id exist, its cgroup
- * does not until `podmanStart`. Lets a test know the cgroup path (`/libpod_parent/libpod-<id>`)
- * before the cgroup appears, e.g. for a `policy.overrides` pattern.
- * Proposed for podman.ts (it would reuse baseRunArgs there).
- */
-export async function podmanCreate(o: CreateOptions): Promise<{ id: string; name: string; cgroupPath: string }> {
-  if (!/^cgwd-test-./.test(o.name)) throw new Error(`test container names must start with cgwd-test-: ${o.name}`);
-  const nofile = Math.min(10_000, hardLimit('Max open files') ?? 10_000);
-  const nproc = Math.min(16_384, hardLimit('Max processes') ?? 16_384);
-  const args = ['create', '--runtime', 'runc', '--network', 'none', '--ulimit', `nofile=${nofile}:${nofile}`, '--ulimit', `nproc=${nproc}:${nproc}`, '--name', o.name];
-  if (o.cpus !== undefined) args.push('--cpus', String(o.cpus));
-  if (o.memory !== undefined) args.push('--memory', o.memory);
-  if (o.pidsLimit !== undefined) args.push('--pids-limit', String(o.pidsLimit));
-  args.push(...(o.extra ?? []), o.image, ...o.cmd);
-  const r = await run('podman', args);
-  const id = r.stdout.trim().split('\n').pop()?.trim() ?? '';
-  if (r.code !== 0 || !/^[0-9a-f]{64}$/.test(id)) throw new Error(`podman ${args.join(' ')} -> code ${r.code}: ${r.stderr.trim() || r.stdout.trim()}`);
-  return { id, name: o.name, cgroupPath: `/libpod_parent/libpod-${id}` };
-}
-
-/** `podman start <name>`; throws with podman's message on failure. */
+/** `podman start <name>` of a container made with podman.ts's createContainer; throws with podman's message. */
 export async function podmanStart(name: string): Promise<void> {
   const r = await run('podman', ['start', name]);
   if (r.code !== 0) throw new Error(`podman start ${name} -> code ${r.code}: ${r.stderr.trim() || r.stdout.trim()}`);

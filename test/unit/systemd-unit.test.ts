@@ -104,7 +104,7 @@ test('unit has the directives the daemon needs, and keeps the sandbox options th
   assert.deepEqual(directive('StandardOutput'), ['journal']);
   assert.deepEqual(directive('StandardError'), ['journal']);
   assert.deepEqual(directive('Environment'), ['UV_THREADPOOL_SIZE=8']);
-  assert.deepEqual(directive('LimitNOFILE'), ['65536']);
+  assert.deepEqual(directive('LimitNOFILE'), ['1048576']);
   assert.deepEqual(directive('ExecReload'), ['/bin/kill -HUP $MAINPID']);
   assert.deepEqual(directive('StateDirectory'), ['cgwatchdog']);
   assert.deepEqual(directive('ProtectSystem'), ['strict']);
