@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
 import { benchRoot, hasV1, hex64, mkdirs, v1Dir } from './lib/cgroups';
-import { freePort } from '../test/helpers/daemon';
+import { freePort, productionNodeFlags } from '../test/helpers/daemon';
 import { onCleanup, trackChild } from './lib/cleanup';
 import { onLines } from './lib/lines';
 import { round, sleep, summarize, type Summary } from './lib/stats';
@@ -171,7 +171,7 @@ async function one(n: number, idleSeconds: number): Promise<ScaleRow> {
     const spawnAt = process.hrtime.bigint();
     // BENCH_CPU_PROF=<dir>: write a V8 CPU profile of each scale daemon there (node --cpu-prof).
     const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`, `--cpu-prof-name=scale-${n}.cpuprofile`] : [];
-    child = spawn(process.execPath, [...prof, CLI, 'run', '--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child = spawn(process.execPath, [...prof, ...productionNodeFlags(), CLI, 'run', '--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
     const c = child;
     const untrack = trackChild(c, `scale daemon ${n}`);
     stopDaemon = async () => {

@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=1
 // Asynchronous cgroup and /proc reads (thousands at start on a busy host) go through libuv's
 // threadpool, 4 threads by default. Must be set before the first asynchronous fs call.
 process.env.UV_THREADPOOL_SIZE ??= '8';

@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import { ioError, isGoneCode } from './files';
+import { UNCHANGED } from './types';
 import type { SyncFileReader } from './types';
 
 // The detection sweep reads a few counters of every container every second. Opening and
@@ -23,6 +24,34 @@ export class CounterReader implements SyncFileReader {
   /** Number of fds held open now. */
   get openCount(): number {
     return this.fds.size;
+  }
+
+  private readonly last = new Map<string, Buffer>();
+
+  /**
+   * Like read(), but UNCHANGED when the file holds the same bytes as at this method's last
+   * call for it. The sweep's common case (nothing happened) then allocates nothing: no
+   * string, no parse, no diff.
+   */
+  readIfChanged(path: string): string | null | typeof UNCHANGED {
+    const fd = this.fds.get(path);
+    if (fd === undefined) {
+      const text = this.read(path);
+      if (text !== null) this.last.set(path, Buffer.from(text, 'latin1'));
+      return text;
+    }
+    let n: number;
+    try {
+      n = this.readRaw(fd);
+    } catch (err) {
+      this.drop(path, fd);
+      if (isGoneCode((err as NodeJS.ErrnoException).code)) return null;
+      throw ioError('read', path, err);
+    }
+    const prev = this.last.get(path);
+    if (prev !== undefined && prev.length === n && this.buf.compare(prev, 0, n, 0, n) === 0) return UNCHANGED;
+    this.last.set(path, Buffer.from(this.buf.subarray(0, n)));
+    return this.buf.toString('latin1', 0, n);
   }
 
   /** The file's current content, or null when it (its cgroup) is gone. */
@@ -70,6 +99,7 @@ export class CounterReader implements SyncFileReader {
     for (const [p, fd] of this.fds) {
       if (p === dir || p.startsWith(prefix)) this.drop(p, fd);
     }
+    for (const p of this.last.keys()) if (p === dir || p.startsWith(prefix)) this.last.delete(p);
   }
 
   close(): void {
@@ -78,6 +108,7 @@ export class CounterReader implements SyncFileReader {
 
   private drop(path: string, fd: number): void {
     this.fds.delete(path);
+    this.last.delete(path);
     try {
       fs.closeSync(fd);
     } catch {
@@ -91,6 +122,12 @@ export class CounterReader implements SyncFileReader {
   }
 
   private readFd(fd: number): string {
+    const n = this.readRaw(fd); // first: it may replace this.buf with a bigger one
+    return this.buf.toString('latin1', 0, n);
+  }
+
+  /** Read the whole file into this.buf (pread from 0 regenerates it); returns its length. */
+  private readRaw(fd: number): number {
     let total = 0;
     for (;;) {
       const n = fs.readSync(fd, this.buf, total, this.buf.length - total, total);
@@ -101,7 +138,7 @@ export class CounterReader implements SyncFileReader {
       this.buf.copy(bigger, 0, 0, total);
       this.buf = bigger;
     }
-    return this.buf.toString('latin1', 0, total);
+    return total;
   }
 }
 

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { CgroupError, type SyncFileReader } from './types';
+import { CgroupError, UNCHANGED, type SyncFileReader } from './types';
 
 // Path safety and errno handling shared by v1.ts, v2.ts and counter-reader.ts. The agent is
 // root and rel paths come from cgroup names seen in the filesystem, so they are never trusted.
@@ -123,4 +123,17 @@ export async function writeCgroupFile(file: string, value: string): Promise<'ok'
     if (code === 'EINVAL' && !fs.existsSync(path.dirname(file))) return 'gone';
     throw ioError('write', file, err);
   }
+}
+
+/**
+ * For a quick read: true when every one of `files` holds the same bytes as at the last quick
+ * read, so the caller can reuse its previous snapshot as it is. A reader without change
+ * tracking, or any change, gives false (and the caller reads normally).
+ */
+export function allUnchanged(reader: SyncFileReader, files: string[]): boolean {
+  if (!reader.readIfChanged) return false;
+  let same = true;
+  // Every file is read even after a change, so each one's "last" stays current.
+  for (const f of files) if (reader.readIfChanged(f) !== UNCHANGED) same = false;
+  return same;
 }

@@ -62,9 +62,13 @@ export interface QuickReadHint {
   memoryUnlimited?: boolean;
 }
 
+/** A quick read's answer for a file that holds the same bytes as last time. */
+export const UNCHANGED: unique symbol = Symbol('unchanged');
+
 export interface SyncFileReader {
   /** Content, or null when the file (its cgroup) is gone. */
   read(path: string): string | null;
+  readIfChanged?(path: string): string | null | typeof UNCHANGED;
 }
 
 /**

@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { cgroupDir, parseError, readCgroupFile, readParsed, readSyncParsed, writeCgroupFile } from './files';
+import { allUnchanged, cgroupDir, parseError, readCgroupFile, readParsed, readSyncParsed, writeCgroupFile } from './files';
 import {
   parseCfsQuota,
   parseIdList,
@@ -136,6 +136,11 @@ export class V1CgroupFs implements CgroupFs {
 
   readCountersSync(rel: string, reader: SyncFileReader, hint?: QuickReadHint): CounterSnapshot | null {
     const prev = hint?.prev;
+    if (prev?.pids && (prev.memory || !this.has('memory'))) {
+      const files = [this.file('pids', rel, 'pids.events')];
+      if (this.has('memory') && !hint?.memoryUnlimited) files.push(this.file('memory', rel, 'memory.failcnt'));
+      if (allUnchanged(reader, files)) return prev;
+    }
     const snap: CounterSnapshot = {};
     const pidsMax = readSyncParsed(reader, this.file('pids', rel, 'pids.events'), parsePidsEventsMax);
     if (pidsMax !== null) snap.pids = { max: pidsMax };

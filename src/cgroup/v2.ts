@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { cgroupDir, readCgroupFile, readParsed, readSyncParsed, writeCgroupFile } from './files';
+import { allUnchanged, cgroupDir, readCgroupFile, readParsed, readSyncParsed, writeCgroupFile } from './files';
 import { parseCpuMax, parseIdList, parseInteger, parseLimit, parseMemoryEvents, parsePidsEventsMax } from './parsers';
 import {
   CgroupError,
@@ -101,7 +101,13 @@ export class V2CgroupFs implements CgroupFs {
     return ['pids.events', 'pids.events.local', 'memory.events', 'pids.current', 'pids.max', 'memory.current', 'memory.max'].map((f) => this.file(rel, f));
   }
 
-  readCountersSync(rel: string, reader: SyncFileReader, _hint?: QuickReadHint): CounterSnapshot | null {
+  readCountersSync(rel: string, reader: SyncFileReader, hint?: QuickReadHint): CounterSnapshot | null {
+    const prev = hint?.prev;
+    if (prev?.pids && prev.memory) {
+      const files = [this.file(rel, 'pids.events'), this.file(rel, 'memory.events')];
+      if (prev.pids.localMax !== undefined) files.push(this.file(rel, 'pids.events.local'));
+      if (allUnchanged(reader, files)) return prev;
+    }
     const snap: CounterSnapshot = {};
     // A cgroup without the pids or memory controller enabled has no such file: that part stays absent.
     const max = readSyncParsed(reader, this.file(rel, 'pids.events'), parsePidsEventsMax);

@@ -167,7 +167,10 @@ export class DetectionEngine extends EventEmitter {
     for (const path of paths) {
       let read: CgroupCounters | null;
       try {
-        read = this.o.cgroups.readCountersSync(path, this.reader, quick ? { prev: this.tracker.get(path), memoryUnlimited: this.o.memoryUnlimited?.(path) } : undefined);
+        const prev = quick ? this.tracker.get(path) : undefined;
+        read = this.o.cgroups.readCountersSync(path, this.reader, quick ? { prev, memoryUnlimited: this.o.memoryUnlimited?.(path) } : undefined);
+        // The same snapshot back: nothing changed; an absent observation attributes as zero.
+        if (read !== null && read === prev) continue;
       } catch (err) {
         this.o.log.warn({ err: (err as Error).message, cgroup: path }, 'reading counters failed');
         continue;

@@ -100,7 +100,7 @@ export function startDaemon(config: unknown, opts: StartDaemonOptions = {}): Dae
   };
   if (opts.uid !== undefined) spawnOpts.uid = opts.uid;
   if (opts.gid !== undefined) spawnOpts.gid = opts.gid;
-  const proc = spawn(process.execPath, [CLI, 'run', '--config', configPath], spawnOpts);
+  const proc = spawn(process.execPath, [...productionNodeFlags(), CLI, 'run', '--config', configPath], spawnOpts);
 
   const logs: LogLine[] = [];
   const otherOutput: string[] = [];
@@ -233,7 +233,7 @@ export interface CliResult {
 /** Run the CLI once (e.g. `apply --dry-run --json`) and collect its output. */
 export function runCli(args: string[], opts: { env?: Record<string, string>; uid?: number; gid?: number; timeoutMs?: number } = {}): Promise<CliResult> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
+    const child = spawn(process.execPath, [...productionNodeFlags(), CLI, ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, ...opts.env },
       ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
@@ -396,4 +396,16 @@ export async function startWebhookReceiver(opts: ReceiverOptions = {}): Promise<
       });
     },
   };
+}
+
+/**
+ * The node flags the systemd unit runs the daemon with (its ExecStart, between node and the
+ * script), so tests and the benchmark run it as production does.
+ */
+export function productionNodeFlags(): string[] {
+  const unit = fs.readFileSync(path.join(__dirname, '..', '..', '..', 'systemd', 'cgwatchdog.service'), 'utf8');
+  const exec = /^ExecStart=(.*)$/m.exec(unit)?.[1] ?? '';
+  const words = exec.split(/\s+/);
+  const script = words.findIndex((w) => w.endsWith('/cli.js'));
+  return words.slice(1, script).filter((w) => w.startsWith('--'));
 }

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { detectLayout, openCgroupFs, CgroupError, CounterReader, type CgroupFs } from '../../src/cgroup/index';
+import { detectLayout, openCgroupFs, CgroupError, CounterReader, UNCHANGED, type CgroupFs } from '../../src/cgroup/index';
 
 // A fake cgroup2 tree in a temp dir, reached through configurable proc and cgroup roots as the
 // daemon would inside user-mode Linux. Real v2 kernel behaviour is tested under test/uml/.
@@ -171,4 +171,23 @@ test('readCountersSync: a cgroup without the memory controller has only pids; no
   t.after(() => reader.close());
   assert.deepEqual(cg.readCountersSync(CONTAINER, reader), { pids: { max: 5 } });
   assert.deepEqual(cg.readCountersSync(CONTAINER, reader), { pids: { max: 5 } });
+});
+
+test('readIfChanged: the same bytes read as UNCHANGED, a change as the new text, a removal as null', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cgwd-ric-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const f = path.join(dir, 'pids.events');
+  fs.writeFileSync(f, 'max 0\n');
+  const r = new CounterReader();
+  t.after(() => r.close());
+  assert.equal(r.readIfChanged(f), 'max 0\n');
+  assert.equal(r.readIfChanged(f), UNCHANGED);
+  fs.writeFileSync(f, 'max 7\n');
+  assert.equal(r.readIfChanged(f), 'max 7\n');
+  assert.equal(r.readIfChanged(f), UNCHANGED);
+  fs.writeFileSync(f, 'max 17\n'); // longer
+  assert.equal(r.readIfChanged(f), 'max 17\n');
+  r.forget(dir);
+  fs.rmSync(f);
+  assert.equal(r.readIfChanged(f), null);
 });

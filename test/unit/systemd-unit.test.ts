@@ -78,12 +78,12 @@ function directive(key: string): string[] {
  */
 function verifiableCopy(extraLines = ''): { dir: string; file: string } {
   const node = fs.realpathSync(process.execPath);
-  const orig = '/usr/bin/node /opt/cgwatchdog/dist/src/cli.js ';
+  const orig = '/usr/bin/node --max-semi-space-size=1 /opt/cgwatchdog/dist/src/cli.js ';
   const text = unitText();
   assert.ok(text.includes(`\nExecStart=${orig}`), 'ExecStart as installed');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cgwd-unit-'));
   const file = path.join(dir, 'cgwatchdog.service');
-  let copy = text.replace(`\nExecStart=${orig}`, `\nExecStart=${node} ${CLI} `);
+  let copy = text.replace(`\nExecStart=${orig}`, `\nExecStart=${node} --max-semi-space-size=1 ${CLI} `);
   if (extraLines) copy = copy.replace('\n[Install]', `\n${extraLines}\n[Install]`);
   fs.writeFileSync(file, copy);
   return { dir, file };
@@ -97,7 +97,7 @@ function analyze(args: string[]): { code: number | null; out: string; err: strin
 
 test('unit has the directives the daemon needs, and keeps the sandbox options that would break it off', () => {
   assert.deepEqual(directive('ExecStart'), [
-    '/usr/bin/node /opt/cgwatchdog/dist/src/cli.js run --config /etc/cgwatchdog/config.yaml',
+    '/usr/bin/node --max-semi-space-size=1 /opt/cgwatchdog/dist/src/cli.js run --config /etc/cgwatchdog/config.yaml',
   ]);
   assert.deepEqual(directive('Restart'), ['on-failure']);
   assert.deepEqual(directive('RestartSec'), ['2s']);
