@@ -137,6 +137,7 @@ export class Daemon {
       sweepIntervalMs: config.detection.sweepIntervalMs,
       memoryUnlimited: (path) => this.usage?.usage.get(path)?.memoryLimit === 'max',
     });
+    cgroups.attachReader(engine.reader);
     const usage = new UsageMonitor({
       cgroups,
       reader: engine.reader,

@@ -103,9 +103,18 @@ interface CacheEntry {
   retryAt?: number;
 }
 
+/**
+ * Lookups in flight at once. A host with a thousand containers starting up would otherwise
+ * open a thousand sockets (or fork a thousand `podman inspect`s) in the same instant and run
+ * out of file descriptors.
+ */
+const MAX_IN_FLIGHT = 4;
+
 export class NameResolver {
   private readonly cache = new Map<string, CacheEntry>();
   private readonly now: () => number;
+  private inFlight = 0;
+  private readonly waiting: (() => void)[] = [];
 
   constructor(private readonly opts: NameResolverOptions) {
     this.now = opts.now ?? Date.now;
@@ -116,12 +125,23 @@ export class NameResolver {
     const hit = this.cache.get(c.id);
     if (hit && (hit.retryAt === undefined || this.now() < hit.retryAt)) return hit.promise;
     const entry: CacheEntry = { promise: Promise.resolve({}) };
-    entry.promise = this.resolve(c).then((info) => {
+    entry.promise = this.limited(() => this.resolve(c)).then((info) => {
       if (Object.keys(info).length === 0) entry.retryAt = this.now() + (this.opts.failureTtlMs ?? 60_000);
       return info;
     });
     this.cache.set(c.id, entry);
     return entry.promise;
+  }
+
+  private async limited<T>(f: () => Promise<T>): Promise<T> {
+    if (this.inFlight >= MAX_IN_FLIGHT) await new Promise<void>((r) => this.waiting.push(r));
+    this.inFlight++;
+    try {
+      return await f();
+    } finally {
+      this.inFlight--;
+      this.waiting.shift()?.();
+    }
   }
 
   /** The container is gone. */
@@ -152,6 +172,7 @@ export class NameResolver {
 
   private async docker(id: string): Promise<NameInfo> {
     if (!isHexId(id)) throw new Error('not a hex container id');
+    if (!fs.existsSync(this.opts.dockerSocket)) throw new Error(`no Docker socket at ${this.opts.dockerSocket}`);
     const body = await getJsonOverSocket(this.opts.dockerSocket, `/containers/${id}/json`, this.opts.timeoutMs);
     return fromInspect(body as InspectBody);
   }

@@ -90,6 +90,11 @@ export async function readParsed<T>(file: string, parse: (text: string) => T): P
   }
 }
 
+/** Through `reader` when there is one (kept-open fds), else a plain read; parsed, null when gone. */
+export async function readParsedVia<T>(reader: SyncFileReader | undefined, file: string, parse: (text: string) => T): Promise<T | null> {
+  return reader ? readSyncParsed(reader, file, parse) : readParsed(file, parse);
+}
+
 /** Synchronous read through a reader (cached fds) and parse; null when gone. */
 export function readSyncParsed<T>(reader: SyncFileReader, file: string, parse: (text: string) => T): T | null {
   const text = reader.read(file);

@@ -84,6 +84,11 @@ export interface CgroupFs {
   readonly discoveryRoot: string;
   /** Absolute path of a cgroup's directory in the hierarchy of `controller`. */
   dir(controller: 'pids' | 'memory' | 'cpu' | 'cpuset', rel: string): string;
+  /**
+   * From now on, read the policy inputs (pids.max, CPU quota, cpuset) through `reader`'s
+   * kept-open fds: a reconcile of a thousand containers is then ~4,000 preads, not opens.
+   */
+  attachReader(reader: SyncFileReader): void;
   /** Absolute path of the cgroup's pids.max: watched while a new container settles, because runtimes write their own. */
   pidsMaxFile(rel: string): string;
   /** Absolute paths of the files whose changes mean "a limit was hit" (inotify targets). */
@@ -101,7 +106,7 @@ export interface CgroupFs {
   /** Thread ids in the cgroup (cgroup.threads on v2, tasks on v1). */
   readTasks(rel: string): Promise<number[] | null>;
 
-  /** Absolute paths of the files readCountersSync reads (to close their fds when the cgroup goes). */
+  /** Absolute paths of every file read through a SyncFileReader (to close their fds when the cgroup goes). */
   counterFiles(rel: string): string[];
   /**
    * The sweep's read: pids.events and the memory counters through `reader` (a CounterReader

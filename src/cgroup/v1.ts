@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { allUnchanged, cgroupDir, parseError, readCgroupFile, readParsed, readSyncParsed, writeCgroupFile } from './files';
+import { allUnchanged, readParsedVia, cgroupDir, parseError, readCgroupFile, readParsed, readSyncParsed, writeCgroupFile } from './files';
 import {
   parseCfsQuota,
   parseIdList,
@@ -50,6 +50,12 @@ export class V1CgroupFs implements CgroupFs {
     return cgroupDir(this.mount(controller), rel);
   }
 
+  private reader?: SyncFileReader;
+
+  attachReader(reader: SyncFileReader): void {
+    this.reader = reader;
+  }
+
   pidsMaxFile(rel: string): string {
     return this.file('pids', rel, 'pids.max');
   }
@@ -67,7 +73,7 @@ export class V1CgroupFs implements CgroupFs {
   }
 
   async readPidsMax(rel: string): Promise<Limit | null> {
-    return readParsed(this.file('pids', rel, 'pids.max'), parseLimit);
+    return readParsedVia(this.reader, this.file('pids', rel, 'pids.max'), parseLimit);
   }
 
   async writePidsMax(rel: string, value: number): Promise<'ok' | 'gone'> {
@@ -89,7 +95,8 @@ export class V1CgroupFs implements CgroupFs {
     if (!this.has('cpu')) return null;
     const quotaFile = this.file('cpu', rel, 'cpu.cfs_quota_us');
     const periodFile = this.file('cpu', rel, 'cpu.cfs_period_us');
-    const [quota, period] = await Promise.all([readCgroupFile(quotaFile), readCgroupFile(periodFile)]);
+    const text = (f: string) => (this.reader ? this.reader.read(f) : readCgroupFile(f));
+    const [quota, period] = await Promise.all([text(quotaFile), text(periodFile)]);
     if (quota === null || period === null) return null;
     try {
       return parseCfsQuota(quota, period);
@@ -101,7 +108,8 @@ export class V1CgroupFs implements CgroupFs {
   async readCpuset(rel: string): Promise<string | null> {
     if (!this.has('cpuset')) return null;
     for (const name of ['cpuset.effective_cpus', 'cpuset.cpus']) {
-      const text = await readCgroupFile(this.file('cpuset', rel, name));
+      const file = this.file('cpuset', rel, name);
+      const text = this.reader ? this.reader.read(file) : await readCgroupFile(file);
       if (text !== null && text.trim() !== '') return text.trim();
     }
     return null;
@@ -131,6 +139,8 @@ export class V1CgroupFs implements CgroupFs {
   counterFiles(rel: string): string[] {
     const out = ['pids.events', 'pids.current', 'pids.max'].map((f) => this.file('pids', rel, f));
     if (this.has('memory')) out.push(...['memory.failcnt', 'memory.oom_control', 'memory.usage_in_bytes', 'memory.limit_in_bytes'].map((f) => this.file('memory', rel, f)));
+    if (this.has('cpu')) out.push(this.file('cpu', rel, 'cpu.cfs_quota_us'), this.file('cpu', rel, 'cpu.cfs_period_us'));
+    if (this.has('cpuset')) out.push(this.file('cpuset', rel, 'cpuset.effective_cpus'), this.file('cpuset', rel, 'cpuset.cpus'));
     return out;
   }
 

@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { allUnchanged, cgroupDir, readCgroupFile, readParsed, readSyncParsed, writeCgroupFile } from './files';
+import { allUnchanged, readParsedVia, cgroupDir, readCgroupFile, readParsed, readSyncParsed, writeCgroupFile } from './files';
 import { parseCpuMax, parseIdList, parseInteger, parseLimit, parseMemoryEvents, parsePidsEventsMax } from './parsers';
 import {
   CgroupError,
@@ -33,6 +33,12 @@ export class V2CgroupFs implements CgroupFs {
     return cgroupDir(this.discoveryRoot, rel);
   }
 
+  private reader?: SyncFileReader;
+
+  attachReader(reader: SyncFileReader): void {
+    this.reader = reader;
+  }
+
   pidsMaxFile(rel: string): string {
     return this.file(rel, 'pids.max');
   }
@@ -47,7 +53,7 @@ export class V2CgroupFs implements CgroupFs {
   }
 
   async readPidsMax(rel: string): Promise<Limit | null> {
-    return readParsed(this.file(rel, 'pids.max'), parseLimit);
+    return readParsedVia(this.reader, this.file(rel, 'pids.max'), parseLimit);
   }
 
   async writePidsMax(rel: string, value: number): Promise<'ok' | 'gone'> {
@@ -69,12 +75,13 @@ export class V2CgroupFs implements CgroupFs {
   }
 
   async readCpuQuota(rel: string): Promise<CpuQuota | null> {
-    return readParsed(this.file(rel, 'cpu.max'), parseCpuMax);
+    return readParsedVia(this.reader, this.file(rel, 'cpu.max'), parseCpuMax);
   }
 
   async readCpuset(rel: string): Promise<string | null> {
     for (const name of ['cpuset.cpus.effective', 'cpuset.cpus']) {
-      const text = await readCgroupFile(this.file(rel, name));
+      const file = this.file(rel, name);
+      const text = this.reader ? this.reader.read(file) : await readCgroupFile(file);
       if (text !== null && text.trim() !== '') return text.trim();
     }
     return null;
@@ -98,7 +105,7 @@ export class V2CgroupFs implements CgroupFs {
   }
 
   counterFiles(rel: string): string[] {
-    return ['pids.events', 'pids.events.local', 'memory.events', 'pids.current', 'pids.max', 'memory.current', 'memory.max'].map((f) => this.file(rel, f));
+    return ['pids.events', 'pids.events.local', 'memory.events', 'pids.current', 'pids.max', 'memory.current', 'memory.max', 'cpu.max', 'cpuset.cpus.effective', 'cpuset.cpus'].map((f) => this.file(rel, f));
   }
 
   readCountersSync(rel: string, reader: SyncFileReader, hint?: QuickReadHint): CounterSnapshot | null {

@@ -1,8 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -12,85 +9,13 @@ import { Outbox } from '../../src/alerts/outbox';
 import { SinkConfig } from '../../src/config/schema';
 import { silentLogger } from '../../src/log';
 import { prerequisite } from '../helpers/prereq';
-
-const AM = '/usr/bin/prometheus-alertmanager';
-
-async function freePort(): Promise<number> {
-  const s = http.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const p = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return p;
-}
-
-function getJson(url: string): Promise<{ status: number; body: unknown }> {
-  return new Promise((resolve, reject) => {
-    http
-      .get(url, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString();
-          let body: unknown = text;
-          try {
-            body = JSON.parse(text);
-          } catch {
-            /* plain text (/-/ready) */
-          }
-          resolve({ status: res.statusCode ?? 0, body });
-        });
-      })
-      .on('error', reject);
-  });
-}
-
-async function until<T>(f: () => Promise<T | undefined>, ms: number, what: string): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-interface AmAlertOut {
-  labels: Record<string, string>;
-  annotations: Record<string, string>;
-  startsAt: string;
-  endsAt: string;
-  status: { state: string };
-}
-
-async function startAlertmanager(dir: string): Promise<{ url: string; child: ChildProcess; stderr: () => string }> {
-  const port = await freePort();
-  fs.writeFileSync(path.join(dir, 'am.yml'), "route:\n  receiver: 'null'\nreceivers:\n  - name: 'null'\n");
-  let err = '';
-  const child = spawn(
-    AM,
-    [
-      `--config.file=${path.join(dir, 'am.yml')}`,
-      `--storage.path=${path.join(dir, 'data')}`,
-      `--web.listen-address=127.0.0.1:${port}`,
-      '--cluster.listen-address=',
-      '--log.level=warn',
-    ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  const url = `http://127.0.0.1:${port}`;
-  await until(async () => ((await getJson(`${url}/-/ready`)).status === 200 ? true : undefined), 15_000, `Alertmanager ready (${err})`);
-  return { url, child, stderr: () => err };
-}
+import { ALERTMANAGER, getJson, startAlertmanager, until, type AmAlertOut } from '../helpers/prometheus';
 
 test('a firing alert sent through our sink is active in a real Alertmanager; the resolution ends it', async (t) => {
-  if (!prerequisite(t, fs.existsSync(AM), `${AM} (apt-get install prometheus-alertmanager)`)) return;
+  if (!prerequisite(t, fs.existsSync(ALERTMANAGER), `${ALERTMANAGER} (apt-get install prometheus-alertmanager)`)) return;
+  const am = await startAlertmanager(t);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cgw-am-'));
-  const am = await startAlertmanager(dir);
-  t.after(() => {
-    am.child.kill('SIGTERM');
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   const log = silentLogger();
   const outbox = await Outbox.open({ dir: path.join(dir, 'outbox'), maxEntries: 100, log });
