@@ -10,6 +10,7 @@ import { attributeMemoryEvents, attributePidsHits, type MemoryObservation, type 
 import { CounterTracker, diffCounters, type CgroupCounters } from './counter-diff';
 import type { EventSource, LimitEvent, OomVictim } from './event';
 import { EventMerger } from './merge';
+import { Yielder } from '../yielder';
 
 const FULL_SWEEP_EVERY = 10;
 
@@ -227,10 +228,11 @@ export class DetectionEngine extends EventEmitter {
       }
       // Every tenth sweep reads everything; the others may skip what cannot have changed.
       const quick = this.stats.sweeps % FULL_SWEEP_EVERY !== 0;
-      let n = 0;
+      const y = new Yielder();
       for (const top of tops) {
+        if (!this.watched.has(top)) continue; // removed while we yielded
         this.check(top, 'sweep', undefined, quick);
-        if (++n % 200 === 0) await new Promise((r) => setImmediate(r));
+        await y.maybe();
       }
     } finally {
       this.sweeping = false;

@@ -4,6 +4,7 @@ import type { Container } from '../discovery/container';
 import { countHostTasks } from '../kernel/proc';
 import { readPidMax, readThreadsMax } from '../kernel/sysctl';
 import type { Logger } from '../log';
+import { Yielder } from '../yielder';
 import { WarningTracker, type WarningThresholds, type WarningTransition } from './warnings';
 
 export interface Usage {
@@ -54,8 +55,8 @@ export class UsageMonitor extends EventEmitter {
   }
 
   start(): void {
-    this.tick();
-    this.timer = setInterval(() => this.tick(), this.o.intervalMs);
+    void this.tick();
+    this.timer = setInterval(() => void this.tick(), this.o.intervalMs);
     this.timer.unref();
   }
 
@@ -98,13 +99,28 @@ export class UsageMonitor extends EventEmitter {
     }
   }
 
-  tick(): void {
+  private ticking = false;
+
+  async tick(): Promise<void> {
+    if (this.ticking) return;
+    this.ticking = true;
+    try {
+      await this.readAll();
+    } finally {
+      this.ticking = false;
+    }
+  }
+
+  private async readAll(): Promise<void> {
     this.ticks++;
-    for (const c of this.o.containers()) {
+    const y = new Yielder();
+    for (const c of [...this.o.containers()]) {
       const u = this.read(c, false);
-      if (!u) continue;
-      if (u.pidsCurrent !== undefined) this.transition(this.warnings.update({ kind: 'pids-warning', subject: c.cgroupPath, value: u.pidsCurrent, limit: u.pidsMax }), c);
-      if (u.memoryUsage !== undefined) this.transition(this.warnings.update({ kind: 'memory-warning', subject: c.cgroupPath, value: u.memoryUsage, limit: u.memoryLimit }), c);
+      if (u) {
+        if (u.pidsCurrent !== undefined) this.transition(this.warnings.update({ kind: 'pids-warning', subject: c.cgroupPath, value: u.pidsCurrent, limit: u.pidsMax }), c);
+        if (u.memoryUsage !== undefined) this.transition(this.warnings.update({ kind: 'memory-warning', subject: c.cgroupPath, value: u.memoryUsage, limit: u.memoryLimit }), c);
+      }
+      await y.maybe();
     }
     try {
       this.host = { tasks: countHostTasks(this.o.procRoot), pidMax: readPidMax(this.o.procRoot), threadsMax: readThreadsMax(this.o.procRoot) };

@@ -1,4 +1,5 @@
 import type { Container } from '../discovery/container';
+import { Yielder } from '../yielder';
 import { applyPolicy, type ApplyContext, type ApplyResult } from './apply';
 
 /**
@@ -9,10 +10,14 @@ import { applyPolicy, type ApplyContext, type ApplyResult } from './apply';
 export async function applyAll(ctx: ApplyContext, containers: Container[], concurrency = 16): Promise<ApplyResult[]> {
   const results: ApplyResult[] = new Array(containers.length);
   let next = 0;
+  // The reads are synchronous underneath: without yielding, a reconcile would hold the event
+  // loop (and detection) for its whole duration.
+  const y = new Yielder();
   const worker = async (): Promise<void> => {
     while (next < containers.length) {
       const i = next++;
       results[i] = await applyPolicy(ctx, containers[i]!);
+      await y.maybe();
     }
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, containers.length) }, worker));
