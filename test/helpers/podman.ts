@@ -83,7 +83,7 @@ function onPath(bin: string): boolean {
 }
 
 function runSync(cmd: string, args: string[], timeoutMs = 120_000): RunResult {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: timeoutMs });
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: timeoutMs, cwd: os.tmpdir() });
   if (r.error) return { code: null, signal: null, stdout: '', stderr: String(r.error) };
   return { code: r.status, signal: r.signal, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
 }
@@ -91,7 +91,8 @@ function runSync(cmd: string, args: string[], timeoutMs = 120_000): RunResult {
 /** Runs a command (argument array, no shell) and collects its output. */
 export function run(cmd: string, args: string[], timeoutMs = 120_000): Promise<RunResult> {
   return new Promise((resolve) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    // podman 4.3's conmon writes an "oom" marker file into its working directory: keep it out of the tree.
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: os.tmpdir() });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));

@@ -328,3 +328,19 @@ function streamEnd(s: Readable): Promise<void> {
     () => undefined,
   );
 }
+
+/**
+ * The results a script emitted, by their `check` name: `get(check)` fails the test with the
+ * script's error and the console's tail when a check is missing.
+ */
+export function resultsByCheck<R extends object>(run: UmlRun): { get: (check: string) => R; results: Map<string, R>; tail: string } {
+  const tail = run.console.slice(-6000);
+  const results = new Map<string, R>();
+  for (const x of run.results as (R & { check: string })[]) results.set(x.check, x);
+  const get = (check: string): R => {
+    const v = results.get(check);
+    if (!v) throw new Error(`no "${check}" result; error: ${JSON.stringify(results.get('error'))}\n${tail}`);
+    return v;
+  };
+  return { get, results, tail };
+}

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { prerequisite } from '../helpers/prereq';
-import { runInUml, umlAvailable, umlProcesses } from '../helpers/uml';
+import { resultsByCheck, runInUml, umlAvailable, umlProcesses } from '../helpers/uml';
 
 type Rec = Record<string, any>;
 
@@ -20,14 +20,7 @@ test('detection in a real cgroup v2 kernel (UML): fork loop and OOM kill reach a
   const run = await runInUml(path.join(__dirname, 'scripts', 'detect-v2.js'), [], { timeoutMs: 90_000 });
   t.diagnostic(`boot+run ${run.durationMs} ms, kernel ${run.kernel}`);
   if (!prerequisite(t, run.loopback, 'ip (iproute2) or ifconfig (net-tools) on the host, to bring loopback up inside UML')) return;
-  const tail = run.console.slice(-6000);
-  const r = new Map<string, Rec>();
-  for (const x of run.results as Rec[]) r.set(x.check, x);
-  const get = (check: string): Rec => {
-    const v = r.get(check);
-    assert.ok(v, `no "${check}" result; error: ${JSON.stringify(r.get('error'))}\n${tail}`);
-    return v;
-  };
+  const { get, results: r, tail } = resultsByCheck<Rec>(run);
 
   await t.test('the script ran to its end and UML left nothing behind', () => {
     assert.equal(r.get('error'), undefined, JSON.stringify(r.get('error')));

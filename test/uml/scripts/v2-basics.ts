@@ -7,26 +7,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { cgroupRoot, emit, inUml, nowMs, readKeyed, readKmsg, sleep } from '../in-uml';
+import { waitChildLine } from './daemon-util';
 
-/** Resolves with the first line the child prints on stdout that satisfies `want`. */
-function waitLine(child: ChildProcess, want: (l: string) => boolean, timeoutMs: number): Promise<string | null> {
-  return new Promise((resolve) => {
-    let buf = '';
-    const timer = setTimeout(() => done(null), timeoutMs);
-    const onData = (b: Buffer): void => {
-      buf += b.toString();
-      const lines = buf.split('\n');
-      buf = lines.pop() ?? '';
-      for (const l of lines) if (want(l)) return done(l);
-    };
-    const done = (v: string | null): void => {
-      clearTimeout(timer);
-      child.stdout?.off('data', onData);
-      resolve(v);
-    };
-    child.stdout?.on('data', onData);
-  });
-}
 
 function waitExit(child: ChildProcess, timeoutMs: number): Promise<{ code: number | null; signal: string | null } | null> {
   if (child.exitCode !== null || child.signalCode !== null) {
@@ -113,7 +95,7 @@ async function pidsCheck(root: string): Promise<void> {
       stderrAt ??= nowMs();
       stderr += b.toString();
     });
-    const ready = await waitLine(sh, (l) => l === 'ready', 10_000);
+    const ready = await waitChildLine(sh, (l) => l === 'ready', 10_000);
     const pidsCurrentReady = Number(fs.readFileSync(path.join(cg, 'pids.current'), 'utf8'));
     const goAt = nowMs();
     sh.stdin.write('go\n');
@@ -165,7 +147,7 @@ async function memoryCheck(root: string): Promise<void> {
     // Node's own start-up memory stays charged to the root cgroup: v2 does not move charges
     // on migration, so only what the hog allocates after the move counts against 20M.
     const hog = spawn(process.execPath, ['-e', HOG], { stdio: ['pipe', 'pipe', 'pipe'] });
-    const ready = await waitLine(hog, (l) => l === 'ready', 20_000);
+    const ready = await waitChildLine(hog, (l) => l === 'ready', 20_000);
     fs.writeFileSync(path.join(cg, 'cgroup.procs'), String(hog.pid));
     const goAt = nowMs();
     hog.stdin?.write('go\n');
