@@ -33,7 +33,9 @@ function describeIssue(issue: z.core.$ZodIssue, raw: unknown): string {
   }
   const key = keyName(issue.path) || '(top level)';
   const value = valueAt(raw, issue.path);
-  const shown = value === undefined ? 'nothing' : JSON.stringify(value);
+  // A sink's URL (Slack's carries its token) and header values are secrets: never echo them.
+  const secret = issue.path.includes('headers') || issue.path[issue.path.length - 1] === 'url';
+  const shown = value === undefined ? 'nothing' : secret ? '(value not shown)' : JSON.stringify(value);
   return `${key} is ${shown}: ${issue.message}`;
 }
 

@@ -66,3 +66,10 @@ test('a YAML syntax error names the file and the line', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('errors about sink URLs and headers do not echo their values (they carry tokens)', () => {
+  const m = errorOf({ alerts: { sinks: [{ type: 'slack', url: 'hooks.example/T0/B0/s3cr3t', headers: { Authorization: 42 } }] } });
+  assert.match(m, /alerts\.sinks\[0\]\.url is \(value not shown\)/);
+  assert.match(m, /alerts\.sinks\[0\]\.headers\.Authorization is \(value not shown\)/);
+  assert.doesNotMatch(m, /s3cr3t/);
+});
