@@ -1,7 +1,7 @@
 import type { Config } from './config/schema';
 import type { Container } from './discovery/container';
 import { walkCgroups } from './discovery/walk';
-import { setupHost } from './host-setup';
+import { setupHost, type HostSetup } from './host-setup';
 import { hostPidsReport, type HostPids } from './kernel/host-report';
 import { raisePidMax, readPidMax } from './kernel/sysctl';
 import type { ApplyResult } from './policy/apply';
@@ -15,7 +15,8 @@ export interface ApplyReport {
   cgroupVersion: string;
   layout: string;
   hostCores: number;
-  containers: ApplyResult[];
+  /** Each container's result, with its directory in every controller hierarchy. */
+  containers: (ApplyResult & { cgroupDirs: Record<string, string> })[];
   pidMax: { before: number | null; target: number; after: number | null; changed: boolean; note?: string; error?: string };
   host: HostPids;
   problems: string[];
@@ -58,11 +59,23 @@ export async function runApply(config: Config, opts: { dryRun: boolean }): Promi
     cgroupVersion: host.cgroups.version,
     layout: host.cgroups.layout.mode,
     hostCores: host.hostCores,
-    containers: results,
+    containers: results.map((r) => ({ ...r, cgroupDirs: controllerDirs(host.cgroups, r.cgroupPath) })),
     pidMax,
     host: hostReport,
     problems: host.problems,
   };
+}
+
+function controllerDirs(cgroups: HostSetup['cgroups'], rel: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const c of ['pids', 'memory', 'cpu', 'cpuset'] as const) {
+    try {
+      out[c] = cgroups.dir(c, rel);
+    } catch {
+      // That controller is not mounted here.
+    }
+  }
+  return out;
 }
 
 const short = (id: string) => (/^[0-9a-f]{64}$/.test(id) ? id.slice(0, 12) : id);

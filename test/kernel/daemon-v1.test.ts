@@ -194,6 +194,8 @@ test('apply --dry-run --json reports docker, kubernetes and podman containers an
   for (const c of [docker, kube, podman]) assert.equal(c.written, false, `${c.cgroupPath} reported as written in a dry run`);
   for (const rel of [L.docker, L.kube, L.podman]) assert.equal(readPidsMax(rel), 'max', `${rel} was written by a dry run`);
   assert.deepEqual([docker.newPidsMax, kube.newPidsMax, podman.newPidsMax], [6144, 16384, 6144], 'dry run: newPidsMax should say what would be written');
+  // Its directory in each controller hierarchy.
+  for (const c of ['pids', 'memory', 'cpu', 'cpuset']) assert.equal((docker as unknown as { cgroupDirs: Record<string, string> }).cgroupDirs[c], `/sys/fs/cgroup/${c}${L.docker}`);
 
   const real = await runCli(['apply', '--config', cfgFile, '--json']);
   assert.equal(real.code, 0, `apply failed: ${real.stderr}`);
