@@ -60,6 +60,8 @@ export interface CounterSnapshot {
 export interface QuickReadHint {
   prev?: CounterSnapshot;
   memoryUnlimited?: boolean;
+  /** Only this file is known to have changed (an inotify wake names it): the other comes from `prev`. */
+  only?: 'pids' | 'memory';
 }
 
 /** A quick read's answer for a file that holds the same bytes as last time. */

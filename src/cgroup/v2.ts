@@ -110,14 +110,16 @@ export class V2CgroupFs implements CgroupFs {
 
   readCountersSync(rel: string, reader: SyncFileReader, hint?: QuickReadHint): CounterSnapshot | null {
     const prev = hint?.prev;
-    if (prev?.pids && prev.memory) {
+    if (prev?.pids && prev.memory && !hint?.only) {
       const files = [this.file(rel, 'pids.events'), this.file(rel, 'memory.events')];
       if (prev.pids.localMax !== undefined) files.push(this.file(rel, 'pids.events.local'));
       if (allUnchanged(reader, files)) return prev;
     }
     const snap: CounterSnapshot = {};
+    // An inotify wake names the file that changed: the other is as it was.
+    if (hint?.only === 'memory' && prev?.pids) snap.pids = prev.pids;
     // A cgroup without the pids or memory controller enabled has no such file: that part stays absent.
-    const max = readSyncParsed(reader, this.file(rel, 'pids.events'), parsePidsEventsMax);
+    const max = snap.pids ? null : readSyncParsed(reader, this.file(rel, 'pids.events'), parsePidsEventsMax);
     if (max !== null) {
       // Skip the failing open of pids.events.local on every sweep once the kernel proved not to have it.
       const localMax = this.localEvents === false ? null : readSyncParsed(reader, this.file(rel, 'pids.events.local'), parsePidsEventsMax);
@@ -125,8 +127,11 @@ export class V2CgroupFs implements CgroupFs {
       else if (this.localEvents === undefined && reader.read(this.file(rel, 'pids.events')) !== null) this.localEvents = false;
       snap.pids = localMax === null ? { max } : { max, localMax };
     }
-    const memory = readSyncParsed(reader, this.file(rel, 'memory.events'), parseMemoryEvents);
-    if (memory !== null) snap.memory = memory;
+    if (hint?.only === 'pids' && prev?.memory) snap.memory = prev.memory;
+    else {
+      const memory = readSyncParsed(reader, this.file(rel, 'memory.events'), parseMemoryEvents);
+      if (memory !== null) snap.memory = memory;
+    }
     return snap.pids === undefined && snap.memory === undefined ? null : snap;
   }
 

@@ -127,10 +127,10 @@ export class DetectionEngine extends EventEmitter {
     this.readFamily([path]);
     if (!this.o.inotify) return;
     const files = this.o.cgroups.eventFiles(path);
-    for (const file of [files.pids, files.memory]) {
+    for (const [file, only] of [[files.pids, 'pids'], [files.memory, 'memory']] as const) {
       if (!file) continue;
       const x = watchPath(file, (ev) => {
-        if (ev === 'change') this.check(path, 'inotify', Date.now());
+        if (ev === 'change') this.check(path, 'inotify', Date.now(), false, only);
       });
       if (x) entry.watches.push(x);
     }
@@ -162,14 +162,14 @@ export class DetectionEngine extends EventEmitter {
    * Read the counters of these cgroups; returns the per-cgroup increases since the last read.
    * `quick` lets the cgroup layer skip files that cannot have changed (the sweep's common case).
    */
-  private readFamily(paths: string[], quick = false): { pids: PidsObservation[]; memory: MemoryObservation[] } {
+  private readFamily(paths: string[], quick = false, only?: 'pids' | 'memory'): { pids: PidsObservation[]; memory: MemoryObservation[] } {
     const pids: PidsObservation[] = [];
     const memory: MemoryObservation[] = [];
     for (const path of paths) {
       let read: CgroupCounters | null;
       try {
-        const prev = quick ? this.tracker.get(path) : undefined;
-        read = this.o.cgroups.readCountersSync(path, this.reader, quick ? { prev, memoryUnlimited: this.o.memoryUnlimited?.(path) } : undefined);
+        const prev = quick || only ? this.tracker.get(path) : undefined;
+        read = this.o.cgroups.readCountersSync(path, this.reader, quick ? { prev, memoryUnlimited: this.o.memoryUnlimited?.(path) } : only ? { prev, only } : undefined);
         // The same snapshot back: nothing changed; an absent observation attributes as zero.
         if (read !== null && read === prev) continue;
       } catch (err) {
@@ -188,14 +188,16 @@ export class DetectionEngine extends EventEmitter {
   }
 
   /** A source says something may have happened in `path`: read its family and emit what went up. */
-  check(path: string, source: EventSource, kernelAt?: number, quick = false): void {
+  check(path: string, source: EventSource, kernelAt?: number, quick = false, only?: 'pids' | 'memory'): void {
     if (!this.watched.has(path)) return;
-    const { pids, memory } = this.readFamily(this.family(path), quick);
+    const family = this.family(path);
+    const { pids, memory } = this.readFamily(family, quick, only);
     const hasDelta = pids.some((p) => p.delta > 0) || memory.some((m) => Object.keys(m.deltas).length > 0);
     if (!hasDelta) return; // spurious wake-up: nothing went up
     if (pids.some((p) => p.delta > 0)) {
-      // Before 6.11 a pod-level hit shows in the forking container: attribution needs usage and limits.
-      for (const p of pids) {
+      // Before 6.11 a pod-level hit shows in the forking container: attribution needs usage and
+      // limits, but only when there is more than one cgroup to attribute between.
+      for (const p of family.length > 1 ? pids : []) {
         if (p.hierarchical) continue;
         const cur = this.o.cgroups.readPidsCurrentSync?.(p.path, this.reader);
         if (cur) {
