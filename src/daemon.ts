@@ -248,8 +248,10 @@ export class Daemon {
       if (fs.existsSync(cgroups.dir('pids', c.cgroupPath))) continue;
       this.removeContainer(c.cgroupPath);
     }
-    const results = await applyAll(this.applyContext(), [...this.inventory.all()]);
-    for (const [i, c] of [...this.inventory.all()].entries()) if (results[i]) this.record(c, results[i]!, 'reconcile');
+    // One snapshot: applyAll yields, and the inventory may change before it returns.
+    const containers = [...this.inventory.all()];
+    const results = await applyAll(this.applyContext(), containers);
+    for (const [i, c] of containers.entries()) if (results[i] && this.inventory.get(c.cgroupPath) === c) this.record(c, results[i]!, 'reconcile');
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
     this.log.debug({ containers: this.inventory.size, seconds }, 'reconcile done');
     this.metrics.daemon?.reconcileDurationSeconds.observe(seconds);
