@@ -7,8 +7,8 @@ import { classifyKmsg, type KmsgRecord, type OomKill } from '../kernel/kmsg-pars
 import { KmsgReader } from '../kernel/kmsg-reader';
 import type { Logger } from '../log';
 import { attributeMemoryEvents, attributePidsHits, type MemoryObservation, type PidsObservation } from './attribution';
-import { CounterTracker, diffCounters, type CgroupCounters } from './counter-diff';
-import type { EventSource, LimitEvent, OomVictim } from './event';
+import { CounterTracker, type CgroupCounters } from './counter-diff';
+import type { EventSource, OomVictim } from './event';
 import { EventMerger } from './merge';
 import { Yielder } from '../yielder';
 
@@ -311,5 +311,3 @@ export class DetectionEngine extends EventEmitter {
   }
 }
 
-export type { LimitEvent };
-export { diffCounters };

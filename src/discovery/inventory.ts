@@ -36,14 +36,4 @@ export class Inventory extends EventEmitter {
     this.emit('removed', c);
     return c;
   }
-
-  /** The container whose cgroup is `path` or contains it (kmsg names a task's own cgroup, which may be below). */
-  findByCgroup(path: string): Container | undefined {
-    for (let p = path; p.length > 0; p = p.slice(0, p.lastIndexOf('/'))) {
-      const c = this.byPath.get(p);
-      if (c) return c;
-      if (p === '/') break;
-    }
-    return undefined;
-  }
 }

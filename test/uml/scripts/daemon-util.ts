@@ -228,3 +228,18 @@ export function runMain(main: () => Promise<void>, emit: (o: Record<string, unkn
     },
   );
 }
+
+/* A fixed program: waits for "go", then touches 4 MiB at a time until it has 400 MiB. */
+export const HOG = [
+  "process.stdout.write('ready\\n');",
+  "process.stdin.once('data', () => {",
+  '  const keep = [];',
+  '  for (let i = 0; i < 100; i++) keep.push(Buffer.allocUnsafe(4 << 20).fill(i + 1));',
+  "  process.stdout.write('survived ' + keep.length + '\\n');",
+  '  process.exit(0);',
+  '});',
+].join('\n');
+
+/** What a log line says about one cgroup, trimmed for the results. */
+export const pick = (l: LogLine | null | undefined): Record<string, unknown> | null =>
+  l ? Object.fromEntries(Object.entries(l).filter(([k]) => !['time', 'service', 'pid', 'hostname', '_at'].includes(k))) : null;

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { cgroupRoot, emit, inUml, nowMs, sleep } from '../in-uml';
-import { DaemonProc, hex64, mkCgroup, pollFile, readTrim, removeTree, runApplyCli, runMain, writeConfig, type LogLine } from './daemon-util';
+import { DaemonProc, hex64, mkCgroup, pick, pollFile, readTrim, removeTree, runApplyCli, runMain, writeConfig } from './daemon-util';
 
 const TEST = '/cgwd-test';
 const PID_MAX = '/proc/sys/kernel/pid_max';
@@ -27,9 +27,6 @@ function baseConfig(mode: 'enforce' | 'observe'): Record<string, unknown> {
   };
 }
 
-/** What a log line says about one cgroup, trimmed for the results. */
-const pick = (l: LogLine | null | undefined): Record<string, unknown> | null =>
-  l ? Object.fromEntries(Object.entries(l).filter(([k]) => !['time', 'service', 'pid', 'hostname', '_at'].includes(k))) : null;
 
 async function main(): Promise<void> {
   if (!inUml()) throw new Error('run this through test/helpers/uml.ts runInUml()');

@@ -11,7 +11,7 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { cgroupRoot, emit, inUml, nowMs, readKeyed, sleep } from '../in-uml';
-import { DaemonProc, hex64, mkCgroup, readTrim, removeTree, runMain, waitChildLine, writeConfig, type LogLine } from './daemon-util';
+import { DaemonProc, HOG, hex64, mkCgroup, pick, readTrim, removeTree, runMain, waitChildLine, writeConfig } from './daemon-util';
 
 const TEST = '/cgwd-test';
 
@@ -83,19 +83,7 @@ const FORKER = [
  * limited by pids.max) and tries to fork. */
 const ONE_MORE = 'echo $$ > "$1/cgroup.procs" || exit 90; sleep 1000 & exit 0';
 
-/* A fixed program: waits for "go", then touches 4 MiB at a time until it has 400 MiB. */
-const HOG = [
-  "process.stdout.write('ready\\n');",
-  "process.stdin.once('data', () => {",
-  '  const keep = [];',
-  '  for (let i = 0; i < 100; i++) keep.push(Buffer.allocUnsafe(4 << 20).fill(i + 1));',
-  "  process.stdout.write('survived ' + keep.length + '\\n');",
-  '  process.exit(0);',
-  '});',
-].join('\n');
 
-const pick = (l: LogLine | null | undefined): Record<string, unknown> | null =>
-  l ? Object.fromEntries(Object.entries(l).filter(([k]) => !['time', 'service', 'pid', 'hostname', '_at'].includes(k))) : null;
 
 async function main(): Promise<void> {
   if (!inUml()) throw new Error('run this through test/helpers/uml.ts runInUml()');

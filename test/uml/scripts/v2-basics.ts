@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { cgroupRoot, emit, inUml, nowMs, readKeyed, readKmsg, sleep } from '../in-uml';
-import { waitChildLine } from './daemon-util';
+import { HOG, runMain, waitChildLine } from './daemon-util';
 
 
 function waitExit(child: ChildProcess, timeoutMs: number): Promise<{ code: number | null; signal: string | null } | null> {
@@ -126,16 +126,6 @@ async function pidsCheck(root: string): Promise<void> {
   }
 }
 
-/* A fixed program: waits for "go", then touches 4 MiB at a time until it has 400 MiB. */
-const HOG = [
-  "process.stdout.write('ready\\n');",
-  "process.stdin.once('data', () => {",
-  '  const keep = [];',
-  '  for (let i = 0; i < 100; i++) keep.push(Buffer.allocUnsafe(4 << 20).fill(i + 1));',
-  "  process.stdout.write('survived ' + keep.length + '\\n');",
-  '  process.exit(0);',
-  '});',
-].join('\n');
 
 async function memoryCheck(root: string): Promise<void> {
   const cg = path.join(root, 'cgwd-test-m');
@@ -220,15 +210,4 @@ async function main(): Promise<void> {
   });
 }
 
-main().then(
-  () => process.exit(0),
-  (e: unknown) => {
-    try {
-      emit({ check: 'error', message: e instanceof Error ? e.stack ?? e.message : String(e) });
-    } catch {
-      /* out dir gone */
-    }
-    console.error(e);
-    process.exit(1);
-  },
-);
+runMain(main, emit);
