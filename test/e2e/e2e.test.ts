@@ -18,7 +18,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { isRoot, prerequisite } from '../helpers/prereq';
+import { isRoot, need } from '../helpers/prereq';
 import { createContainer, ensureBusyboxImage, forkBombArgs, memoryHogArgs, podmanUnavailableReason, removeContainer, testContainerName, threadBombArgs, type WorkloadArgs } from '../helpers/podman';
 import { startDaemon, startWebhookReceiver, type LogLine, type Received } from '../helpers/daemon';
 import {
@@ -55,11 +55,11 @@ interface C {
 }
 
 test('e2e: one daemon, real podman containers, a real Alertmanager and Prometheus, an HMAC webhook', async (t) => {
-  if (!prerequisite(t, isRoot(), 'root (the daemon writes cgroup files and reads /dev/kmsg)')) return;
+  need(isRoot(), 'root (the daemon writes cgroup files and reads /dev/kmsg)');
   const why = podmanUnavailableReason();
-  if (!prerequisite(t, why === undefined, `podman with runc and the busybox image: ${why}`)) return;
+  need(why === undefined, `podman with runc and the busybox image: ${why}`);
   for (const bin of [PROMETHEUS, PROMTOOL, ALERTMANAGER]) {
-    if (!prerequisite(t, fs.existsSync(bin), `${bin} (apt-get install prometheus prometheus-alertmanager)`)) return;
+    need(fs.existsSync(bin), `${bin} (apt-get install prometheus prometheus-alertmanager)`);
   }
   const tStart = Date.now();
 

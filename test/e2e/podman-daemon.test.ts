@@ -17,7 +17,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
-import { isRoot, prerequisite } from '../helpers/prereq';
+import { isRoot, need } from '../helpers/prereq';
 import { createContainer, ensureBusyboxImage, podmanUnavailableReason, removeContainer, runContainer, testContainerName } from '../helpers/podman';
 import { runCli, startDaemon, type DaemonHandle, type LogLine } from '../helpers/daemon';
 import { podmanStart, until } from '../helpers/prometheus';
@@ -26,10 +26,10 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 /** The daemon re-checks a new container for 3 s (SETTLE_MS in src/daemon.ts) after finding it. */
 const SETTLE_WAIT_MS = 3500;
 
-function ready(t: TestContext): boolean {
-  if (!prerequisite(t, isRoot(), 'root (the daemon writes cgroup files)')) return false;
+function ready(): void {
+  need(isRoot(), 'root (the daemon writes cgroup files)');
   const why = podmanUnavailableReason();
-  return prerequisite(t, why === undefined, `podman with runc and the busybox image: ${why}`);
+  need(why === undefined, `podman with runc and the busybox image: ${why}`);
 }
 
 const pidsMaxFile = (cgroupPath: string): string => path.join('/sys/fs/cgroup/pids', cgroupPath, 'pids.max');
@@ -79,7 +79,7 @@ async function daemon(t: TestContext, cfg: Record<string, any>): Promise<DaemonH
 const forId = (id: string, also: (l: LogLine) => boolean) => (l: LogLine): boolean => l.id === id && also(l);
 
 test('enforce + replace: containers started with --cpus 2 and --cpus 16 end at 6144 and 16384', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const c2 = await created(t, 'cpus2', 2);
   const c16 = await created(t, 'cpus16', 16);
   const d = await daemon(t, config([c2.id, c16.id], 'enforce', 'replace'));
@@ -118,7 +118,7 @@ test('enforce + replace: containers started with --cpus 2 and --cpus 16 end at 6
 });
 
 test('enforce + keep-lower: podman\'s own 2048 is kept for a --cpus 2 container, and the daemon says so', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const c = await created(t, 'keep', 2);
   const d = await daemon(t, config([c.id], 'enforce', 'keep-lower'));
   const t0 = Date.now();
@@ -142,7 +142,7 @@ test('enforce + keep-lower: podman\'s own 2048 is kept for a --cpus 2 container,
 });
 
 test('observe mode: nothing is written (2048 stays) but the daemon logs the would-be value', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const c = await created(t, 'observe', 2);
   const d = await daemon(t, config([c.id], 'observe', 'replace'));
   const t0 = Date.now();
@@ -165,7 +165,7 @@ test('observe mode: nothing is written (2048 stays) but the daemon logs the woul
 });
 
 test('cgwatchdog apply --dry-run --json lists the podman container: runtime podman, cores from quota; writes nothing', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const name = testContainerName('e2e-apply');
   t.after(() => removeContainer(name));
   const c = await runContainer({ name, cpus: 2, cmd: ['sleep', '100000'] });

@@ -7,7 +7,7 @@ import { test, after, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import { prerequisite, isRoot } from '../helpers/prereq';
+import { isRoot, need } from '../helpers/prereq';
 import {
   createContainer,
   ensureBusyboxImage,
@@ -55,11 +55,9 @@ async function waitFor<T>(what: string, fn: () => T | undefined, timeoutMs = 10_
   }
 }
 
-function ready(t: TestContext): boolean {
-  return (
-    prerequisite(t, isRoot(), 'root (podman writes cgroups)') &&
-    prerequisite(t, podmanAvailable(), `podman with runc: ${podmanUnavailableReason() ?? ''}`)
-  );
+function ready(): void {
+  need(isRoot(), 'root (podman writes cgroups)');
+  need(podmanAvailable(), `podman with runc: ${podmanUnavailableReason() ?? ''}`);
 }
 
 function memoryEvents(cgroupPath: string): Record<string, number> {
@@ -77,14 +75,14 @@ function pidsEventsMax(cgroupPath: string): number {
 }
 
 test('busybox image exists after ensureBusyboxImage (idempotent)', (t) => {
-  if (!ready(t)) return;
+  ready();
   const t0 = performance.now();
   assert.equal(ensureBusyboxImage(), BUSYBOX_IMAGE);
   t.diagnostic(`ensureBusyboxImage when present: ${(performance.now() - t0).toFixed(0)} ms`);
 });
 
 test('--cpus 2 container: v1 cgroups, CFS quota, podman default pids.max, cgroup gone on rm', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const name = newName('cpus');
   t.after(() => removeContainer(name));
 
@@ -113,7 +111,7 @@ test('--cpus 2 container: v1 cgroups, CFS quota, podman default pids.max, cgroup
 });
 
 test('runc writes pids.max after creating the cgroup; a write made after runc\'s sticks', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const parent = `${PIDS_ROOT}/libpod_parent`;
   // libpod_parent is made by the first container (podmanAvailable() ran one) and stays.
   assert.ok(fs.existsSync(parent), `${parent} exists`);
@@ -190,7 +188,7 @@ test('runc writes pids.max after creating the cgroup; a write made after runc\'s
 });
 
 test('a write to pids.max as soon as the cgroup appears is overwritten by runc (measured race)', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const parent = `${PIDS_ROOT}/libpod_parent`;
   const name = newName('race');
   t.after(() => removeContainer(name));
@@ -233,7 +231,7 @@ test('a write to pids.max as soon as the cgroup appears is overwritten by runc (
 });
 
 test('memory hog (busybox dd, 64 MiB block) is OOM-killed under --memory 32m', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const name = newName('hog');
   t.after(() => removeContainer(name));
   const t0 = performance.now();
@@ -264,7 +262,7 @@ test('memory hog (busybox dd, 64 MiB block) is OOM-killed under --memory 32m', a
 });
 
 test('fork bomb (busybox) keeps hitting --pids-limit and the container stays up', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const name = newName('fork');
   t.after(() => removeContainer(name));
   const c = await runContainer({ name, pidsLimit: 20, ...forkBombArgs() });
@@ -276,7 +274,7 @@ test('fork bomb (busybox) keeps hitting --pids-limit and the container stays up'
 });
 
 test('thread bomb (host node bind-mounted, worker_threads) hits --pids-limit with EAGAIN', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const name = newName('threads');
   t.after(() => removeContainer(name));
   const c = await runContainer({ name, pidsLimit: 40, ...threadBombArgs() });

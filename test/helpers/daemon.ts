@@ -15,6 +15,32 @@ import YAML from 'yaml';
 
 /** dist/src/cli.js, from dist/test/helpers/daemon.js. */
 export const CLI = path.resolve(__dirname, '..', '..', 'src', 'cli.js');
+const CHECKOUT = path.resolve(__dirname, '..', '..', '..');
+
+let readableCopy: string | undefined;
+/**
+ * The CLI in a copy of everything it loads (dist/, node_modules/, package.json) in a directory
+ * every user can read, for a daemon run as another user: the checkout itself may sit where
+ * only root can enter (a clone under /root, a mktemp -d directory). Made once per test process.
+ */
+function cliReadableByAll(): string {
+  if (!readableCopy) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cgwd-readable-'));
+    fs.chmodSync(dir, 0o755);
+    process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+    for (const entry of ['dist', 'node_modules', 'package.json']) {
+      fs.cpSync(path.join(CHECKOUT, entry), path.join(dir, entry), { recursive: true, filter: (src) => !src.includes('/node_modules/typescript') });
+    }
+    // A checkout made under umask 077 has files only root can read: open them up in the copy.
+    for (const rel of fs.readdirSync(dir, { recursive: true }) as string[]) {
+      const p = path.join(dir, rel);
+      const st = fs.lstatSync(p);
+      if (!st.isSymbolicLink()) fs.chmodSync(p, st.mode | (st.isDirectory() ? 0o055 : 0o044));
+    }
+    readableCopy = dir;
+  }
+  return path.join(readableCopy, path.relative(CHECKOUT, CLI));
+}
 
 export type LogLine = Record<string, any> & { msg?: string; level?: number; /** ms (Date.now()) the line was read */ _at: number };
 
@@ -100,7 +126,8 @@ export function startDaemon(config: unknown, opts: StartDaemonOptions = {}): Dae
   };
   if (opts.uid !== undefined) spawnOpts.uid = opts.uid;
   if (opts.gid !== undefined) spawnOpts.gid = opts.gid;
-  const proc = spawn(process.execPath, [...productionNodeFlags(), CLI, 'run', '--config', configPath], spawnOpts);
+  const cli = opts.uid === undefined ? CLI : cliReadableByAll();
+  const proc = spawn(process.execPath, [...productionNodeFlags(), cli, 'run', '--config', configPath], spawnOpts);
 
   const logs: LogLine[] = [];
   const otherOutput: string[] = [];
@@ -233,7 +260,8 @@ export interface CliResult {
 /** Run the CLI once (e.g. `apply --dry-run --json`) and collect its output. */
 export function runCli(args: string[], opts: { env?: Record<string, string>; uid?: number; gid?: number; timeoutMs?: number } = {}): Promise<CliResult> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [...productionNodeFlags(), CLI, ...args], {
+    const cli = opts.uid === undefined ? CLI : cliReadableByAll();
+    const child = spawn(process.execPath, [...productionNodeFlags(), cli, ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, ...opts.env },
       ...(opts.uid !== undefined ? { uid: opts.uid } : {}),

@@ -358,6 +358,9 @@ export async function removeContainer(name: string): Promise<void> {
 
 /** Names of all containers (any state) whose name starts with `cgwd-test-`. */
 export async function listTestContainers(): Promise<string[]> {
+  // Cleanup hooks call this too: without podman there is nothing of ours to list (the test
+  // itself has failed on its prerequisite), and a hook must not throw ENOENT over that.
+  if (!onPath('podman')) return [];
   const r = await run('podman', ['ps', '-a', '--format', '{{.Names}}']);
   if (r.code !== 0) throw new Error(describe('podman', ['ps', '-a'], r));
   return r.stdout

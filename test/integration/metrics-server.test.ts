@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import { createMetrics, type ContainerSnapshot, type HostSnapshot, type MetricsSource } from '../../src/metrics/registry';
 import { startMetricsServer } from '../../src/metrics/server';
 import { silentLogger } from '../../src/log';
-import { prerequisite } from '../helpers/prereq';
+import { need } from '../helpers/prereq';
 import { PROMTOOL, promtoolCheckMetrics } from '../helpers/prometheus';
 
 
@@ -137,15 +137,14 @@ test('metrics server: real scrape of 3 containers, removal, healthz, promtool', 
   assert.equal((await get(srv.port, '/nope')).status, 404);
 
   // promtool lints the exposition text as Prometheus would see it.
-  if (prerequisite(t, fs.existsSync(PROMTOOL), `${PROMTOOL} (Debian package prometheus)`)) {
-    for (const body of [text, text2]) {
-      // Exit 1 is a parse error; 3 is lint problems. prom-client's own default metrics
-      // nodejs_active_{handles,requests,resources}_total are gauges named like counters
-      // (prom-client 15.1.3): the helper lets exactly those through.
-      const { code, problems, out } = await promtoolCheckMetrics(body);
-      assert.ok(code === 0 || code === 3, `promtool check metrics failed (exit ${code}):\n${out}`);
-      assert.deepEqual(problems, [], `promtool reported problems:\n${out}`);
-    }
+  need(fs.existsSync(PROMTOOL), `${PROMTOOL} (Debian package prometheus)`);
+  for (const body of [text, text2]) {
+    // Exit 1 is a parse error; 3 is lint problems. prom-client's own default metrics
+    // nodejs_active_{handles,requests,resources}_total are gauges named like counters
+    // (prom-client 15.1.3): the helper lets exactly those through.
+    const { code, problems, out } = await promtoolCheckMetrics(body);
+    assert.ok(code === 0 || code === 3, `promtool check metrics failed (exit ${code}):\n${out}`);
+    assert.deepEqual(problems, [], `promtool reported problems:\n${out}`);
   }
 });
 

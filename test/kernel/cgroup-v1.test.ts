@@ -3,13 +3,13 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { detectLayout, openCgroupFs, CgroupError, CounterReader, type CgroupFs } from '../../src/cgroup/index';
-import { prerequisite, isRoot } from '../helpers/prereq';
+import { isRoot, need } from '../helpers/prereq';
 import { exited, hasV1, makeV1Cgroup, removeV1Cgroup, spawnInCgroup, uniqueTestRoot, v1Dir, waitForTask } from '../helpers/v1-cgroups';
 
 const ROOT = '/sys/fs/cgroup';
 
-function ready(t: TestContext): boolean {
-  return prerequisite(t, isRoot() && hasV1(), 'root and v1 pids, cpu, cpuset and memory hierarchies under /sys/fs/cgroup');
+function ready(): void {
+  need(isRoot() && hasV1(), 'root and v1 pids, cpu, cpuset and memory hierarchies under /sys/fs/cgroup');
 }
 
 /** A fresh test cgroup in every default hierarchy, removed (tasks killed) after the test. */
@@ -31,7 +31,7 @@ async function forkPastLimit(t: TestContext, rel: string): Promise<string> {
 }
 
 test('detectLayout on this host: hybrid, v1 pids and memory, cgroup2 at /sys/fs/cgroup/unified', (t) => {
-  if (!ready(t)) return;
+  ready();
   const layout = detectLayout('/proc', ROOT);
   assert.equal(layout.mode, 'hybrid');
   assert.equal(layout.version, 'v1');
@@ -48,7 +48,7 @@ test('detectLayout on this host: hybrid, v1 pids and memory, cgroup2 at /sys/fs/
 });
 
 test('detectLayout names the file when no cgroup is mounted under the root', (t) => {
-  if (!ready(t)) return;
+  ready();
   assert.throws(
     () => detectLayout('/proc', '/tmp/no-cgroups-here'),
     (err: unknown) => err instanceof CgroupError && err.path === '/proc/self/mountinfo' && /no cgroup or cgroup2 mount at or under \/tmp\/no-cgroups-here/.test(err.message),
@@ -56,7 +56,7 @@ test('detectLayout names the file when no cgroup is mounted under the root', (t)
 });
 
 test('cpu quota, cpuset and memory limit set on a real cgroup read back through CgroupFs', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const { rel, cg } = testCgroup(t);
   assert.deepEqual(await cg.readCpuQuota(rel), { quotaUs: 'max', periodUs: 100000 });
   fs.writeFileSync(path.join(v1Dir('cpu', rel), 'cpu.cfs_period_us'), '100000');
@@ -73,7 +73,7 @@ test('cpu quota, cpuset and memory limit set on a real cgroup read back through 
 });
 
 test('writePidsMax sets pids.max; the kernel file shows the value', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const { rel, cg } = testCgroup(t);
   assert.equal(await cg.readPidsMax(rel), 'max');
   assert.equal(await cg.writePidsMax(rel, 1234), 'ok');
@@ -84,7 +84,7 @@ test('writePidsMax sets pids.max; the kernel file shows the value', async (t) =>
 });
 
 test('forks past pids.max fail and pids.events max counts them; tasks lists the survivors', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const { rel, cg } = testCgroup(t);
   assert.equal(await cg.writePidsMax(rel, 4), 'ok');
   assert.deepEqual(await cg.readPidsEvents(rel), { max: 0 });
@@ -106,7 +106,7 @@ test('forks past pids.max fail and pids.events max counts them; tasks lists the 
 });
 
 test('readTasks lists the pid of a process started in the cgroup', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const { rel, cg } = testCgroup(t);
   const child = spawnInCgroup(rel, ['pids', 'memory'], '/bin/sleep', ['30']);
   t.after(() => child.kill('SIGKILL'));
@@ -118,7 +118,7 @@ test('readTasks lists the pid of a process started in the cgroup', async (t) => 
 });
 
 test('an OOM kill under memory.limit_in_bytes shows in failcnt and oom_kill', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const { rel, cg } = testCgroup(t);
   fs.writeFileSync(path.join(v1Dir('memory', rel), 'memory.limit_in_bytes'), String(16 << 20));
   // The string doubles until the cgroup's limit stops it.
@@ -132,7 +132,7 @@ test('an OOM kill under memory.limit_in_bytes shows in failcnt and oom_kill', as
 });
 
 test('a removed cgroup reads as null and writes as gone', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const { rel, cg } = testCgroup(t);
   const child = `${rel}/gone`;
   makeV1Cgroup(child);
@@ -151,7 +151,7 @@ test('a removed cgroup reads as null and writes as gone', async (t) => {
 });
 
 test('paths that leave the hierarchy or lack a leading "/" are rejected', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const { rel, cg } = testCgroup(t);
   const rejected = (err: unknown) => err instanceof CgroupError && err.code === 'EINVALPATH';
   await assert.rejects(cg.readPidsMax('/../memory'), rejected);
@@ -164,7 +164,7 @@ test('paths that leave the hierarchy or lack a leading "/" are rejected', async 
 });
 
 test('CounterReader: pread at offset 0 on an open pids.events fd sees new values; removal reads as null', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const { rel } = testCgroup(t);
   const reader = new CounterReader();
   t.after(() => reader.close());
@@ -184,7 +184,7 @@ test('CounterReader: pread at offset 0 on an open pids.events fd sees new values
 });
 
 test('readCountersSync sees a pids.max hit through cached fds; counterFiles lets them be closed', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const { rel, cg } = testCgroup(t);
   const reader = new CounterReader();
   t.after(() => reader.close());
@@ -204,7 +204,7 @@ test('readCountersSync sees a pids.max hit through cached fds; counterFiles lets
 });
 
 test('CounterReader: fd cap, forget and cost per read against readFileSync', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const { rel } = testCgroup(t);
   const files = ['pids.events', 'pids.current', 'pids.max'].map((f) => path.join(v1Dir('pids', rel), f));
   const capped = new CounterReader({ maxOpenFds: 2 });

@@ -11,7 +11,8 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { prerequisite, isRoot } from '../helpers/prereq';
+import { pidMaxBaseWithHeadroom } from '../helpers/pid-max';
+import { isRoot, need } from '../helpers/prereq';
 import { exited, hasV1, makeV1Cgroup, removeV1Cgroup, spawnInCgroup, uniqueTestRoot, v1Dir, waitForTask } from '../helpers/v1-cgroups';
 import { freePort, runCli, startDaemon, startWebhookReceiver, stopAllDaemons, type DaemonHandle, type LogLine } from '../helpers/daemon';
 
@@ -48,8 +49,8 @@ function defer(t: TestContext, fn: () => unknown): void {
   stack.push(fn);
 }
 
-function ready(t: TestContext): boolean {
-  return prerequisite(t, isRoot() && hasV1(), 'root and v1 pids, cpu, cpuset and memory hierarchies under /sys/fs/cgroup');
+function ready(): void {
+  need(isRoot() && hasV1(), 'root and v1 pids, cpu, cpuset and memory hierarchies under /sys/fs/cgroup');
 }
 
 /** A fresh test root, removed (tasks killed) after the test, also on failure. */
@@ -158,7 +159,7 @@ function layouts(root: string): { docker: string; kube: string; podman: string; 
 // ---- Issue 2: daemon core -------------------------------------------------------------
 
 test('apply --dry-run --json reports docker, kubernetes and podman containers and writes nothing; apply writes them', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const root = testRoot(t);
   const L = layouts(root);
   makeContainer(L.docker, 2);
@@ -203,7 +204,7 @@ test('apply --dry-run --json reports docker, kubernetes and podman containers an
 });
 
 test('the daemon finds docker, kubernetes and podman containers and writes pids.max by their cores', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const root = testRoot(t);
   const L = layouts(root);
   makeContainer(L.docker, 2);
@@ -231,7 +232,7 @@ test('the daemon finds docker, kubernetes and podman containers and writes pids.
 });
 
 test('a process in a container cgroup cannot fork past the limit the daemon set; pids.events counts it', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const root = testRoot(t);
   const rel = `${root}/docker/${hex64()}`;
   makeContainer(rel);
@@ -255,7 +256,7 @@ test('a process in a container cgroup cannot fork past the limit the daemon set;
 });
 
 test('container cgroups created while the daemon runs get their limit at once (20 creations)', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const root = testRoot(t);
   makeV1Cgroup(`${root}/docker`);
   makeV1Cgroup(`${root}/libpod_parent`);
@@ -291,7 +292,7 @@ test('container cgroups created while the daemon runs get their limit at once (2
 });
 
 test('a CPU quota the runtime writes just after mkdir decides the limit (16 cores -> 16384)', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const root = testRoot(t);
   makeV1Cgroup(`${root}/docker`);
   const d = await daemon(t, await config(root, stateDir(t)));
@@ -306,7 +307,7 @@ test('a CPU quota the runtime writes just after mkdir decides the limit (16 core
 });
 
 test('existing: keep-lower keeps a lower pids.max, replace overwrites it, observe writes nothing', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const root = testRoot(t);
   const lower = `${root}/docker/${hex64()}`;
   const unlimited = `${root}/docker/${hex64()}`;
@@ -349,7 +350,7 @@ test('existing: keep-lower keeps a lower pids.max, replace overwrites it, observ
 });
 
 test('drift: a pids.max rewritten by hand to "max" is repaired by the scheduled reconcile', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const root = testRoot(t);
   const rel = `${root}/libpod_parent/libpod-${hex64()}`;
   makeContainer(rel);
@@ -365,7 +366,7 @@ test('drift: a pids.max rewritten by hand to "max" is repaired by the scheduled 
 });
 
 test('SIGHUP: an invalid config is refused and the daemon keeps running; a valid change is applied', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const root = testRoot(t);
   const rel = `${root}/docker/${hex64()}`;
   makeContainer(rel);
@@ -400,7 +401,7 @@ test('SIGHUP: an invalid config is refused and the daemon keeps running; a valid
 });
 
 test('a restart with a raised pidsPerCore raises the limits the daemon itself set before (same stateDir)', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const root = testRoot(t);
   const rel = `${root}/docker/${hex64()}`;
   makeContainer(rel);
@@ -420,7 +421,7 @@ test('a restart with a raised pidsPerCore raises the limits the daemon itself se
 });
 
 test('an invalid config stops the daemon before it writes anything, with one sentence naming key, value and expectation', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const root = testRoot(t);
   const rel = `${root}/docker/${hex64()}`;
   makeContainer(rel);
@@ -441,7 +442,7 @@ test('an invalid config stops the daemon before it writes anything, with one sen
 });
 
 test('not root: enforce mode refuses to start with a clear error; observe mode warns and runs', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const root = testRoot(t);
   const rel = `${root}/docker/${hex64()}`;
   makeContainer(rel);
@@ -473,10 +474,9 @@ test('not root: enforce mode refuses to start with a clear error; observe mode w
 });
 
 test('kernel.pid_max: raised to the target, never lowered; restored afterwards', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const file = '/proc/sys/kernel/pid_max';
-  const original = fs.readFileSync(file, 'utf8').trim();
-  defer(t, () => fs.writeFileSync(file, original));
+  const original = pidMaxBaseWithHeadroom(4096, (restore) => defer(t, restore));
   const root = testRoot(t);
   const target = Number(original) + 4096;
   {
@@ -487,7 +487,7 @@ test('kernel.pid_max: raised to the target, never lowered; restored afterwards',
     await d.stop();
   }
   {
-    const d = await daemon(t, await config(root, stateDir(t), { kernel: { manage: true, pidMax: Number(original) } }));
+    const d = await daemon(t, await config(root, stateDir(t), { kernel: { manage: true, pidMax: original } }));
     const l = await d.waitForLog((x) => /kernel\.pid_max/.test(x.msg ?? ''), 5000);
     assert.equal(l.msg, 'kernel.pid_max already at or above target');
     assert.equal(fs.readFileSync(file, 'utf8').trim(), String(target), 'pid_max was lowered');
@@ -505,7 +505,7 @@ function webhookSink(url: string): Obj {
 }
 
 test('a fork bomb gives ONE pids-max alert at the webhook within a second, then a counted update; HMAC verifies', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const root = testRoot(t);
   const id = hex64();
   const rel = `${root}/docker/${id}`;
@@ -567,7 +567,7 @@ test('a fork bomb gives ONE pids-max alert at the webhook within a second, then 
 });
 
 test('an OOM kill in a memory-limited container gives an oom-kill alert naming the victim', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const root = testRoot(t);
   const rel = `${root}/libpod_parent/libpod-${hex64()}`;
   makeContainer(rel);
@@ -596,7 +596,7 @@ test('an OOM kill in a memory-limited container gives an oom-kill alert naming t
 });
 
 test('durability: alerts made while the receiver is down survive SIGKILL of the daemon and arrive after restart', async (t) => {
-  if (!ready(t)) return;
+  ready();
   const root = testRoot(t);
   const rel = `${root}/docker/${hex64()}`;
   makeContainer(rel);

@@ -7,11 +7,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { KmsgReader } from '../../src/kernel/kmsg-reader';
 import { classifyKmsg, type KmsgRecord } from '../../src/kernel/kmsg-parser';
-import { isRoot, prerequisite } from '../helpers/prereq';
+import { isRoot, need } from '../helpers/prereq';
 
 const PIDS_ROOT = '/sys/fs/cgroup/pids';
 
-function kmsgReady(t: TestContext): boolean {
+function kmsgReady(): void {
   let readable = false;
   try {
     fs.closeSync(fs.openSync('/dev/kmsg', fs.constants.O_RDONLY | fs.constants.O_NONBLOCK));
@@ -19,7 +19,7 @@ function kmsgReady(t: TestContext): boolean {
   } catch {
     /* reported below */
   }
-  return prerequisite(t, isRoot() && readable, 'root and a readable /dev/kmsg');
+  need(isRoot() && readable, 'root and a readable /dev/kmsg');
 }
 
 /** A record written to /dev/kmsg by root lands in the ring buffer like a kernel message. */
@@ -53,7 +53,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 for (const mode of ['follow', 'poll'] as const) {
 test(`${mode} mode: a record written to /dev/kmsg arrives once, within 100 ms, and the old log is not replayed`, async (t) => {
-  if (!kmsgReady(t)) return;
+  kmsgReady();
   const tag = randomBytes(6).toString('hex');
   const before = `cgwd-test-before-${tag}`;
   const after = `cgwd-test-after-${tag}`;
@@ -84,7 +84,7 @@ test(`${mode} mode: a record written to /dev/kmsg arrives once, within 100 ms, a
 }
 
 test('stop() ends reading at once and does not hold the process open', async (t) => {
-  if (!kmsgReady(t)) return;
+  kmsgReady();
   // A child process runs a reader, stops it and lets the event loop run dry: it must exit by
   // itself, with nothing written to /dev/kmsg to wake a parked read.
   const modulePath = path.resolve(__dirname, '../../src/kernel/kmsg-reader.js');
@@ -105,8 +105,8 @@ test('stop() ends reading at once and does not hold the process open', async (t)
 });
 
 test('a real fork rejected by a v1 pids cgroup is reported with that cgroup', async (t) => {
-  if (!kmsgReady(t)) return;
-  if (!prerequisite(t, fs.existsSync(path.join(PIDS_ROOT, 'tasks')), 'the v1 pids hierarchy at /sys/fs/cgroup/pids')) return;
+  kmsgReady();
+  need(fs.existsSync(path.join(PIDS_ROOT, 'tasks')), 'the v1 pids hierarchy at /sys/fs/cgroup/pids');
   const rel = `/cgwd-test-${randomBytes(6).toString('hex')}`;
   const dir = path.join(PIDS_ROOT, rel);
 
@@ -165,17 +165,17 @@ test('a real fork rejected by a v1 pids cgroup is reported with that cgroup', as
 });
 
 /** A named pipe in a temp dir, removed afterwards. */
-function fifo(t: TestContext): string | null {
+function fifo(t: TestContext): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cgwd-kmsg-'));
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const p = path.join(dir, 'kmsg');
   const res = spawnSync('mkfifo', [p]);
-  return prerequisite(t, res.status === 0, 'mkfifo (coreutils)') ? p : null;
+  need(res.status === 0, 'mkfifo (coreutils)');
+  return p;
 }
 
 test('FIFO: several records in one read, a record split across writes, continuation lines and garbage', async (t) => {
   const p = fifo(t);
-  if (!p) return;
   const reader = new KmsgReader({ path: p, pollIntervalMs: 5 });
   t.after(() => reader.stop());
   const { records, waitFor } = collect(reader);
@@ -202,7 +202,6 @@ test('FIFO: several records in one read, a record split across writes, continuat
 
 test('FIFO: a sequence gap is reported as lost records', async (t) => {
   const p = fifo(t);
-  if (!p) return;
   const reader = new KmsgReader({ path: p, pollIntervalMs: 5 });
   t.after(() => reader.stop());
   const { waitFor } = collect(reader);

@@ -2,15 +2,16 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { inInitialPidNamespace, raisePidMax, readPidMax, readThreadsMax } from '../../src/kernel/sysctl';
-import { isRoot, prerequisite } from '../helpers/prereq';
+import { pidMaxBaseWithHeadroom } from '../helpers/pid-max';
+import { isRoot, need } from '../helpers/prereq';
 
 const FILE = '/proc/sys/kernel/pid_max';
 
 test('raises the host kernel.pid_max and puts it back', (t) => {
-  if (!prerequisite(t, isRoot() && fs.existsSync(FILE), 'root and /proc/sys/kernel/pid_max')) return;
-  const original = readPidMax('/proc');
-  // Restore with a plain write: raisePidMax never lowers, which is the point.
-  t.after(() => fs.writeFileSync(FILE, `${original}\n`));
+  need(isRoot() && fs.existsSync(FILE), 'root and /proc/sys/kernel/pid_max');
+  // Restored with a plain write: raisePidMax never lowers, which is the point.
+  const original = pidMaxBaseWithHeadroom(1024, (restore) => t.after(restore));
+  assert.equal(readPidMax('/proc'), original);
   assert.ok(readThreadsMax('/proc') > 0);
   assert.equal(inInitialPidNamespace('/proc'), true, "this host's tests run in the initial PID namespace");
 

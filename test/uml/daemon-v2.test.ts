@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { prerequisite } from '../helpers/prereq';
+import { need } from '../helpers/prereq';
 import { resultsByCheck, runInUml, umlAvailable, umlProcesses, type UmlRun } from '../helpers/uml';
 
 type Rec = Record<string, any>;
@@ -21,7 +21,7 @@ function stats(xs: number[]): string {
 }
 
 test('cgwatchdog apply and run against a real cgroup v2 kernel (UML)', async (t) => {
-  if (!prerequisite(t, umlAvailable(), UML)) return;
+  need(umlAvailable(), UML);
   const run: UmlRun = await runInUml(path.join(__dirname, 'scripts', 'daemon-v2.js'), [], { timeoutMs: 90_000 });
   t.diagnostic(`boot+run ${run.durationMs} ms, kernel ${run.kernel}`);
   const { get, results: r, tail } = resultsByCheck<Rec>(run);

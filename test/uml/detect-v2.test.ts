@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { prerequisite } from '../helpers/prereq';
+import { need } from '../helpers/prereq';
 import { resultsByCheck, runInUml, umlAvailable, umlProcesses } from '../helpers/uml';
 
 type Rec = Record<string, any>;
@@ -16,10 +16,10 @@ type Rec = Record<string, any>;
 const UML = 'user-mode-linux (linux.uml): apt-get install -y user-mode-linux';
 
 test('detection in a real cgroup v2 kernel (UML): fork loop and OOM kill reach a webhook', async (t) => {
-  if (!prerequisite(t, umlAvailable(), UML)) return;
+  need(umlAvailable(), UML);
   const run = await runInUml(path.join(__dirname, 'scripts', 'detect-v2.js'), [], { timeoutMs: 90_000 });
   t.diagnostic(`boot+run ${run.durationMs} ms, kernel ${run.kernel}`);
-  if (!prerequisite(t, run.loopback, 'ip (iproute2) or ifconfig (net-tools) on the host, to bring loopback up inside UML')) return;
+  need(run.loopback, 'ip (iproute2) or ifconfig (net-tools) on the host, to bring loopback up inside UML');
   const { get, results: r, tail } = resultsByCheck<Rec>(run);
 
   await t.test('the script ran to its end and UML left nothing behind', () => {

@@ -7,13 +7,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { prerequisite } from '../helpers/prereq';
+import { need } from '../helpers/prereq';
 import { runInUml, umlAvailable, umlProcesses } from '../helpers/uml';
 
 type Rec = Record<string, any>;
 
 test('cgroup v2 kernel in UML: pids and memory limit hits are counted, notified and logged', async (t) => {
-  if (!prerequisite(t, umlAvailable(), 'user-mode-linux (linux.uml): apt-get install -y user-mode-linux')) return;
+  need(umlAvailable(), 'user-mode-linux (linux.uml): apt-get install -y user-mode-linux');
   const script = path.join(__dirname, 'scripts', 'v2-basics.js');
   const run = await runInUml(script, ['alpha', 'with space', ''], {
     timeoutMs: 120_000,
@@ -86,7 +86,7 @@ test('cgroup v2 kernel in UML: pids and memory limit hits are counted, notified 
 });
 
 test('UML harness: a failing script reports its exit status', async (t) => {
-  if (!prerequisite(t, umlAvailable(), 'user-mode-linux (linux.uml): apt-get install -y user-mode-linux')) return;
+  need(umlAvailable(), 'user-mode-linux (linux.uml): apt-get install -y user-mode-linux');
   const run = await runInUml(path.join(__dirname, 'scripts', 'v2-basics.js'), ['--exit'], { timeoutMs: 60_000 });
   t.diagnostic(`boot+run ${run.durationMs} ms`);
   assert.equal(run.timedOut, false, run.console.slice(-3000));
@@ -98,7 +98,7 @@ test('UML harness: a failing script reports its exit status', async (t) => {
 });
 
 test('UML harness: a script that never ends is killed at the timeout, with all of UML', async (t) => {
-  if (!prerequisite(t, umlAvailable(), 'user-mode-linux (linux.uml): apt-get install -y user-mode-linux')) return;
+  need(umlAvailable(), 'user-mode-linux (linux.uml): apt-get install -y user-mode-linux');
   const timeoutMs = 15_000;
   const run = await runInUml(path.join(__dirname, 'scripts', 'v2-basics.js'), ['--hang'], { timeoutMs });
   t.diagnostic(`killed after ${run.durationMs} ms`);

@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { prerequisite } from '../helpers/prereq';
+import { need } from '../helpers/prereq';
 import { inInitialPidNamespace, raisePidMax, readPidMax, readThreadsMax } from '../../src/kernel/sysctl';
 
 /** A fake proc root holding sys/kernel/pid_max and threads-max, like node_exporter's fixtures. */
@@ -80,7 +80,7 @@ test('a read-only pid_max gives the privileged hint', (t) => {
     // Root ignores file modes; an immutable file refuses root too (EPERM), as a read-only
     // /proc/sys refuses with EROFS/EACCES.
     immutable = spawnSync('chattr', ['+i', file]).status === 0;
-    if (!prerequisite(t, immutable, 'chattr +i on the temp directory (e2fsprogs, ext4/tmpfs)')) return;
+    need(immutable, 'chattr +i on the temp directory (e2fsprogs, ext4/tmpfs)');
   } else {
     fs.chmodSync(file, 0o444);
   }

@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { prerequisite, isRoot } from '../helpers/prereq';
+import { isRoot, need } from '../helpers/prereq';
 
 // dist/test/unit -> repository root
 const ROOT = path.resolve(__dirname, '../../..');
@@ -123,8 +123,8 @@ test('unit has the directives the daemon needs, and keeps the sandbox options th
 });
 
 test('systemd-analyze verify: no warnings about the unit', (t) => {
-  if (!prerequisite(t, which('systemd-analyze') !== undefined, 'systemd-analyze (apt-get install systemd)')) return;
-  if (!prerequisite(t, fs.existsSync(CLI), `${CLI} (npx tsc -p .)`)) return;
+  need(which('systemd-analyze') !== undefined, 'systemd-analyze (apt-get install systemd)');
+  need(fs.existsSync(CLI), `${CLI} (npx tsc -p .)`);
   const { dir, file } = verifiableCopy();
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const r = analyze(['verify', '--man=no', file]);
@@ -137,7 +137,7 @@ test('systemd-analyze verify: no warnings about the unit', (t) => {
 });
 
 test('systemd-analyze verify reports a bad line (the check above can fail)', (t) => {
-  if (!prerequisite(t, which('systemd-analyze') !== undefined, 'systemd-analyze (apt-get install systemd)')) return;
+  need(which('systemd-analyze') !== undefined, 'systemd-analyze (apt-get install systemd)');
   const { dir, file } = verifiableCopy('ProtectSystem=bogus');
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const r = analyze(['verify', '--man=no', file]);
@@ -145,9 +145,9 @@ test('systemd-analyze verify reports a bad line (the check above can fail)', (t)
 });
 
 test(`systemd-analyze security --offline: exposure <= ${MAX_EXPOSURE}, only accepted exposures`, (t) => {
-  if (!prerequisite(t, which('systemd-analyze') !== undefined, 'systemd-analyze (apt-get install systemd)')) return;
+  need(which('systemd-analyze') !== undefined, 'systemd-analyze (apt-get install systemd)');
   const help = analyze(['--help']);
-  if (!prerequisite(t, /--offline=/.test(help.out), 'systemd-analyze security --offline (systemd >= 250)')) return;
+  need(/--offline=/.test(help.out), 'systemd-analyze security --offline (systemd >= 250)');
   const { dir, file } = verifiableCopy();
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
@@ -182,10 +182,10 @@ test(`systemd-analyze security --offline: exposure <= ${MAX_EXPOSURE}, only acce
  * /dev/kmsg is refused when dmesg_restrict=1.
  */
 test('the unit\'s capability set is enough for kmsg, pid_max and pids.max (setpriv)', (t) => {
-  if (!prerequisite(t, isRoot(), 'root')) return;
-  if (!prerequisite(t, which('setpriv') !== undefined, 'setpriv (util-linux)')) return;
+  need(isRoot(), 'root');
+  need(which('setpriv') !== undefined, 'setpriv (util-linux)');
   const pidsRoot = '/sys/fs/cgroup/pids';
-  if (!prerequisite(t, fs.existsSync(`${pidsRoot}/cgroup.procs`), 'cgroup v1 pids hierarchy at /sys/fs/cgroup/pids')) return;
+  need(fs.existsSync(`${pidsRoot}/cgroup.procs`), 'cgroup v1 pids hierarchy at /sys/fs/cgroup/pids');
   const cg = `${pidsRoot}/cgwd-unit-caps-${process.pid}`;
   fs.mkdirSync(cg);
   t.after(() => fs.rmdirSync(cg));

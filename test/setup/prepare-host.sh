@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Prepares this machine for `npm test` (run by npm's pretest): the tests run against real
+# kernels and programs, so they need root and a few Debian packages. Installs what is missing
+# (root on Debian/Ubuntu), or stops with one sentence naming the command to run.
+# With everything present it costs one dpkg-query (~50 ms).
+set -euo pipefail
+
+# package: why the tests need it
+needs=(
+  "user-mode-linux:a real cgroup v2 kernel (test/uml)"
+  "podman:real containers (test/e2e)"
+  "runc:the OCI runtime podman uses here (crun refuses hybrid cgroups)"
+  "conmon:podman's container monitor"
+  "fuse-overlayfs:podman storage"
+  "busybox-static:the test containers' image"
+  "prometheus:a real Prometheus scraping /metrics, and promtool"
+  "prometheus-alertmanager:a real Alertmanager receiving alerts"
+  "inotify-tools:cgroup inotify checks"
+  "systemd:systemd-analyze on the unit file"
+  "iproute2:loopback inside user-mode Linux"
+  "e2fsprogs:chattr, to make a file the daemon cannot write"
+  "util-linux:setpriv, to run the daemon as another user"
+  "gcc:the C floor reader the tests compare with"
+  "libc6-dev:headers for the C floor reader"
+)
+
+if [ "$(id -u)" != 0 ]; then
+  echo "cgwatchdog's tests create cgroups and change kernel settings, so they must run as root: run 'sudo npm test'." >&2
+  exit 1
+fi
+
+pkgs=()
+for n in "${needs[@]}"; do pkgs+=("${n%%:*}"); done
+
+installed=$(dpkg-query -W -f='${db:Status-Status} ${Package}\n' "${pkgs[@]}" 2>/dev/null | awk '$1=="installed"{print $2}' || true)
+missing=()
+for n in "${needs[@]}"; do
+  p=${n%%:*}
+  grep -qx "$p" <<<"$installed" || missing+=("$n")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+names=()
+echo "cgwatchdog tests: installing what they need:"
+for n in "${missing[@]}"; do
+  echo "  ${n%%:*}: ${n#*:}"
+  names+=("${n%%:*}")
+done
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "cgwatchdog's tests need Debian packages this machine lacks and there is no apt-get: install ${names[*]} with your package manager and run 'npm test' again." >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${names[@]}" >/dev/null
+echo "cgwatchdog tests: installed ${names[*]}"
