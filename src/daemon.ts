@@ -136,6 +136,7 @@ export class Daemon {
       kmsgPath: config.paths.kmsg,
       sweepIntervalMs: config.detection.sweepIntervalMs,
       memoryUnlimited: (path) => this.usage?.usage.get(path)?.memoryLimit === 'max',
+      ownerOf: (path) => this.inventory.owner(path),
     });
     cgroups.attachReader(engine.reader);
     const usage = new UsageMonitor({
@@ -378,7 +379,7 @@ export class Daemon {
     this.config = next;
     // Not "removed": the containers are still there, and their alerts must not resolve.
     this.inventory.removeAllListeners();
-    for (const c of [...this.inventory.all()]) this.inventory.remove(c.cgroupPath);
+    this.inventory.clear();
     this.applied.clear();
     await this.start();
     return true;

@@ -3,6 +3,12 @@ import type { AlertKind, Severity } from '../config/schema';
 export type AlertState = 'firing' | 'resolved';
 
 /**
+ * Whose limit was hit: a container's own, its pod's, one a container set on a cgroup inside
+ * it (its own systemd's TasksMax, an LXC guest's), or the host's (kernel.pid_max).
+ */
+export type LimitScope = 'container' | 'pod' | 'sub-cgroup' | 'node';
+
+/**
  * The alert as it leaves cgwatchdog: the JSON body of the generic webhook (documented in
  * README.md), and the source of the Slack text and the Alertmanager payload.
  */
@@ -16,6 +22,7 @@ export interface Alert {
   state: AlertState;
   kind: AlertKind;
   severity: Severity;
+  limitScope: LimitScope;
   host: string;
   summary: string;
   container: {
@@ -46,4 +53,9 @@ export interface Alert {
   endsAt?: string;
   /** Which detection sources contributed. */
   sources: string[];
+  /**
+   * What identifies the alert in Alertmanager, fixed at its first message for its whole life
+   * (a name learned later would make it a second alert there): known names only.
+   */
+  identity: { name?: string; pod?: string; namespace?: string };
 }

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { AlertKind, Severity } from '../config/schema';
 import type { LimitEvent, OomVictim } from '../detect/event';
 import type { Container } from '../discovery/container';
-import type { Alert } from './alert';
+import type { Alert, LimitScope } from './alert';
 
 // Turns a stream of limit events into few, meaningful messages. Pure: no timers, no I/O; the
 // caller feeds events and ticks and sends whatever comes back. A fork bomb at pids.max makes
@@ -22,8 +22,11 @@ const SEVERITY: Record<AlertKind, Severity> = {
   'host-pids-warning': 'warning',
 };
 
-export function severityOf(kind: AlertKind): Severity {
-  return SEVERITY[kind];
+/** A limit a container set inside itself pages less than the limit its operator gave it. */
+export function severityOf(kind: AlertKind, scope: LimitScope = 'container'): Severity {
+  const s = SEVERITY[kind];
+  if (scope !== 'sub-cgroup') return s;
+  return s === 'critical' ? 'warning' : 'info';
 }
 
 const SEVERITY_RANK: Record<Severity, number> = { info: 0, warning: 1, critical: 2 };
@@ -43,6 +46,7 @@ export interface AlertContext {
   limit?: number | 'max';
   topCommands?: { comm: string; tasks: number }[];
   memory?: { usageBytes?: number; limitBytes?: number | 'max' };
+  limitScope?: LimitScope;
 }
 
 /** Called each time a message is built, so updates carry the latest names and counters. */
@@ -77,6 +81,9 @@ interface State {
   victim?: OomVictim;
   /** Context given to raise() for warnings; merged over the lookup's. */
   given?: AlertContext;
+  /** Fixed at the first message (see Alert.identity). */
+  identity?: Alert['identity'];
+  limitScope?: LimitScope;
 }
 
 const keyOf = (cgroupPath: string, kind: AlertKind): string => `${kind}\0${cgroupPath}`;
@@ -211,6 +218,8 @@ export class Coalescer {
     const looked = this.opts.lookup?.(s.cgroupPath, s.kind, s.containerId) ?? {};
     const ctx: AlertContext = { ...looked, ...s.given, container: { ...looked.container, ...s.given?.container } };
     const c = ctx.container ?? {};
+    s.identity ??= { name: c.name, pod: c.podName, namespace: c.podNamespace };
+    s.limitScope ??= s.kind === 'host-pids-warning' ? 'node' : (ctx.limitScope ?? 'container');
     const startsAt = new Date(s.startsAt).toISOString();
     const seq = sequence || s.sequence;
     const alert: Alert = {
@@ -219,7 +228,8 @@ export class Coalescer {
       sequence: seq,
       state,
       kind: s.kind,
-      severity: severityOf(s.kind),
+      severity: severityOf(s.kind, s.limitScope),
+      limitScope: s.limitScope,
       host: this.opts.host,
       summary: '',
       container: {
@@ -248,6 +258,7 @@ export class Coalescer {
       updatedAt: new Date(now).toISOString(),
       endsAt: state === 'resolved' ? new Date(now).toISOString() : undefined,
       sources: [...s.sources].sort(),
+      identity: { ...s.identity },
     };
     alert.summary = summarize(alert);
     return stripUndefined(alert);
@@ -278,7 +289,7 @@ export function formatBytes(b: number | 'max' | undefined): string {
 }
 
 /** "container web-1 (podman 3f2a1b…)", "container 3f2a1b… (docker)", or the cgroup when no container. */
-export function describeTarget(a: Pick<Alert, 'container' | 'kind' | 'host'>): string {
+export function describeTarget(a: Pick<Alert, 'container' | 'kind' | 'host'> & { limitScope?: Alert['limitScope'] }): string {
   const c = a.container;
   if (a.kind === 'host-pids-warning') return `host ${a.host}`;
   const shortId = c.id ? (c.id.length > 12 ? `${c.id.slice(0, 12)}…` : c.id) : undefined;
@@ -286,7 +297,8 @@ export function describeTarget(a: Pick<Alert, 'container' | 'kind' | 'host'>): s
   const label = c.name ?? shortId;
   if (label) {
     const detail = [[c.runtime, c.name ? shortId : undefined].filter(Boolean).join(' '), pod].filter(Boolean).join(', ');
-    return `container ${label}${detail ? ` (${detail})` : ''}`;
+    const where = a.limitScope === 'sub-cgroup' ? `, in its sub-cgroup ${c.cgroupPath},` : '';
+    return `container ${label}${detail ? ` (${detail})` : ''}${where}`;
   }
   if (pod) return `${pod} (cgroup ${c.cgroupPath})`;
   return `cgroup ${c.cgroupPath}`;

@@ -21,8 +21,17 @@ const TOP_SAMPLE = 2000;
 const TOP_N = 5;
 /** A fork bomb fires many events a second: the task census is reused for this long. */
 const TOP_CACHE_MS = 1000;
-/** How long an alert waits for a name lookup already under way. Detection never waits. */
-const NAME_WAIT_MS = 300;
+/**
+ * How long a first message waits for a name lookup already under way (names are then fixed
+ * for the alert's life: Alert.identity). Detection never waits.
+ */
+const NAME_WAIT_MS = 500;
+/**
+ * A removed container's alerts resolve this long after its removal, not at once: the events
+ * of its last moments (kmsg's OOM record, held up to 2 s for its counter) still arrive, and
+ * must join the same alert instead of opening one that would only resolve on quiet.
+ */
+const REMOVAL_GRACE_MS = 3000;
 
 export interface PipelineOptions {
   config: Config;
@@ -50,6 +59,7 @@ export class AlertPipeline {
   private readonly tops = new Map<string, { at: number; top: { comm: string; tasks: number }[] }>();
   private readonly contexts = new Map<string, AlertContext>();
   private ticker?: NodeJS.Timeout;
+  private readonly removals = new Set<NodeJS.Timeout>();
   private chain: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly o: PipelineOptions) {
@@ -74,6 +84,8 @@ export class AlertPipeline {
 
   async stop(): Promise<void> {
     if (this.ticker) clearInterval(this.ticker);
+    for (const t of this.removals) clearTimeout(t);
+    this.removals.clear();
     await this.chain;
     await this.delivery?.stop();
     this.outbox?.close();
@@ -90,12 +102,20 @@ export class AlertPipeline {
   }
 
   containerRemoved(c: Container): void {
-    this.serial(async () => {
-      await this.send(this.coalescer.resolveNow(c.cgroupPath));
-      this.names.forget(c.id);
-      this.nameInfo.delete(c.id);
-      this.tops.delete(c.cgroupPath);
-    });
+    const timer = setTimeout(() => {
+      this.removals.delete(timer);
+      this.serial(async () => {
+        // Back again meanwhile (a reload, a restart with the same path): nothing to resolve.
+        if (this.o.inventory.get(c.cgroupPath)) return;
+        await this.send(this.coalescer.resolveNow(c.cgroupPath));
+        this.names.forget(c.id);
+        this.nameInfo.delete(c.id);
+        for (const k of this.tops.keys()) if (k === c.cgroupPath || k.startsWith(`${c.cgroupPath}/`)) this.tops.delete(k);
+        for (const k of this.contexts.keys()) if (k.endsWith(`\0${c.cgroupPath}`) || k.includes(`\0${c.cgroupPath}/`)) this.contexts.delete(k);
+      });
+    }, REMOVAL_GRACE_MS);
+    timer.unref();
+    this.removals.add(timer);
   }
 
   event(ev: LimitEvent): void {
@@ -133,17 +153,20 @@ export class AlertPipeline {
     }
   }
 
+  /** The container a cgroup is, or lies in; also one removed a moment ago. */
   private containerFor(cgroupPath: string): Container | undefined {
-    return this.o.inventory.get(cgroupPath);
+    return this.o.inventory.owner(cgroupPath);
   }
 
   private baseContext(cgroupPath: string): AlertContext {
     const c = this.containerFor(cgroupPath);
-    if (!c) return {};
-    const u = this.o.usage.usage.get(cgroupPath);
+    if (!c) return this.o.inventory.isPod(cgroupPath) ? { limitScope: 'pod' } : {};
+    const own = c.cgroupPath === cgroupPath;
+    const u = own ? (this.o.usage.usage.get(cgroupPath) ?? c.lastUsage) : undefined;
     return {
       container: { id: c.id, runtime: c.runtime, name: c.name, image: c.image, podName: c.podName, podNamespace: c.podNamespace, podUid: c.podUid },
       memory: u ? { usageBytes: u.memoryUsage, limitBytes: u.memoryLimit } : undefined,
+      limitScope: own ? 'container' : 'sub-cgroup',
     };
   }
 
@@ -156,7 +179,8 @@ export class AlertPipeline {
     }
     const ctx = this.baseContext(cgroupPath);
     if (cgroupPath !== HOST_SUBJECT) {
-      const u = c ? this.o.usage.read(c) : undefined;
+      // A departed container's last reading stands in for the one its removal made impossible.
+      const u = !c ? undefined : c.cgroupPath === cgroupPath ? (this.o.usage.read(c) ?? c.lastUsage) : this.o.usage.readCgroup(cgroupPath);
       if (kind === 'pids-max' || kind === 'pids-warning') {
         Object.assign(ctx, { current: u?.pidsCurrent, limit: u?.pidsMax, topCommands: await this.top(cgroupPath), memory: undefined });
       } else if (u) {

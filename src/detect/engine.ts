@@ -21,6 +21,8 @@ export interface EngineOptions {
   kmsg: boolean;
   kmsgPath: string;
   sweepIntervalMs: number;
+  /** The container a cgroup belongs to, also one removed a moment ago (Inventory.owner). */
+  ownerOf?: (path: string) => Container | undefined;
   /** Whether a cgroup's own memory limit is "max", as last read (lets quick sweeps skip its memory files). */
   memoryUnlimited?: (path: string) => boolean;
   /** How long an oom-kill line waits for its "Killed process" line (RSS) before going on without it. */
@@ -33,13 +35,21 @@ export interface EngineStats {
   lastSweepMs: number;
 }
 
-/** A cgroup we read counters of: a container's, or a Kubernetes pod's (pod-level limits). */
+/**
+ * A cgroup we read counters of: a container's, a Kubernetes pod's (pod-level limits), or a
+ * sub-cgroup of a container that hit a limit of its own (adopted when kmsg names it).
+ */
 interface Watched {
   path: string;
+  /** The container it is, or (a sub-cgroup) belongs to. */
   container?: Container;
   /** Containers below a pod cgroup keep it watched. */
   refs: number;
   watches: Watch[];
+  /** A sub-cgroup: the container cgroup it lies in. */
+  owner?: string;
+  /** A container: its adopted sub-cgroups. */
+  subs?: Set<string>;
 }
 
 /**
@@ -110,18 +120,41 @@ export class DetectionEngine extends EventEmitter {
   }
 
   remove(c: Container): void {
+    // Its last counters, while they can still be read: a hit of its last moments is not lost.
+    if (this.running && this.watched.has(c.cgroupPath)) this.check(c.cgroupPath, 'sweep');
+    for (const s of this.watched.get(c.cgroupPath)?.subs ?? []) this.unwatch(s);
     this.unwatch(c.cgroupPath);
     if (c.podPath) this.unwatch(c.podPath);
   }
 
-  private watch(path: string, container: Container | undefined): void {
+  /**
+   * kmsg named a cgroup below a container as the one whose limit was hit: its own counters
+   * never show in the container's on v1 (and memory.oom_control is per cgroup there), so read
+   * them from now on, with the container's family. The first hit is counted from kmsg and the
+   * baseline (v1 prints "fork rejected" only for a cgroup's first rejection, so its counter
+   * holds every hit so far); the container's counters are re-read silently, since on v2 they
+   * are hierarchical and already hold this hit.
+   */
+  private adoptSub(sub: string, ownerPath: string, kind: 'pids-max' | 'oom-kill', kernelAt: number): void {
+    const owner = this.watched.get(ownerPath)!;
+    const c = owner.container!;
+    this.watch(sub, c, ownerPath);
+    (owner.subs ??= new Set()).add(sub);
+    this.readFamily([ownerPath]);
+    const t = this.tracker.get(sub);
+    const counter = kind === 'pids-max' ? t?.pids?.max : t?.memory?.oomKill;
+    const count = kind === 'pids-max' ? Math.max(1, counter ?? 0) : 1;
+    this.merger.counter({ cgroupPath: sub, containerId: c.id, kind, count, counter, source: 'kmsg', kernelAt });
+  }
+
+  private watch(path: string, container: Container | undefined, owner?: string): void {
     const w = this.watched.get(path);
     if (w) {
       w.refs++;
       if (container) w.container = container;
       return;
     }
-    const entry: Watched = { path, container, refs: 1, watches: [] };
+    const entry: Watched = { path, container, refs: 1, watches: [], owner };
     this.watched.set(path, entry);
     // Baseline first: what happened before we watched is not news.
     this.readFamily([path]);
@@ -141,18 +174,31 @@ export class DetectionEngine extends EventEmitter {
     if (!w || --w.refs > 0) return;
     for (const x of w.watches) x.close();
     this.watched.delete(path);
+    if (w.owner) this.watched.get(w.owner)?.subs?.delete(path);
     this.tracker.forget(path);
     this.merger.cgroupGone(path);
     for (const f of this.o.cgroups.counterFiles(path)) this.reader.forget(f);
   }
 
-  /** The watched cgroups that must be read together to attribute a hit: a pod and its containers. */
+  /** The top of the family a watched cgroup is read with: its pod's cgroup, else its container's. */
+  private topOf(path: string): string {
+    const c = this.watched.get(path)?.container;
+    if (c?.podPath && this.watched.has(c.podPath)) return c.podPath;
+    if (c && this.watched.has(c.cgroupPath)) return c.cgroupPath;
+    return path;
+  }
+
+  /** The watched cgroups that must be read together to attribute a hit: a pod, its containers and their sub-cgroups. */
   private family(path: string): string[] {
-    const w = this.watched.get(path);
-    const top = w?.container?.podPath && this.watched.has(w.container.podPath) ? w.container.podPath : path;
+    const top = this.topOf(path);
     const out = [top];
-    const prefix = `${top}/`;
-    if (top !== path || !w?.container) for (const p of this.watched.keys()) if (p.startsWith(prefix)) out.push(p);
+    const tw = this.watched.get(top);
+    if (tw?.container) {
+      out.push(...(tw.subs ?? []));
+    } else {
+      const prefix = `${top}/`;
+      for (const p of this.watched.keys()) if (p.startsWith(prefix)) out.push(p);
+    }
     return out;
   }
 
@@ -176,7 +222,11 @@ export class DetectionEngine extends EventEmitter {
         this.o.log.warn({ err: (err as Error).message, cgroup: path }, 'reading counters failed');
         continue;
       }
-      if (read === null) continue; // gone: discovery will remove it
+      if (read === null) {
+        // Gone: discovery removes containers; a sub-cgroup is ours to drop.
+        if (this.watched.get(path)?.owner) this.unwatch(path);
+        continue;
+      }
       const diff = this.tracker.update(path, read);
       const pidsDelta = diff.increases.find((i) => i.kind === 'pids-max')?.count ?? 0;
       if (read.pids) pids.push({ path, delta: pidsDelta, hierarchical: read.pids.localMax !== undefined });
@@ -224,10 +274,7 @@ export class DetectionEngine extends EventEmitter {
     const t0 = process.hrtime.bigint();
     try {
       const tops = new Set<string>();
-      for (const w of this.watched.values()) {
-        const pod = w.container?.podPath;
-        tops.add(pod && this.watched.has(pod) ? pod : w.path);
-      }
+      for (const path of this.watched.keys()) tops.add(this.topOf(path));
       // Every tenth sweep reads everything; the others may skip what cannot have changed.
       const quick = this.stats.sweeps % FULL_SWEEP_EVERY !== 0;
       const y = new Yielder();
@@ -285,11 +332,9 @@ export class DetectionEngine extends EventEmitter {
     this.stats.kmsgRecords.parsed++;
     const kernelAt = this.kmsgWallMs(rec.tsUs);
     if (ev.type === 'fork-rejected') {
-      const w = this.watchedFor(ev.cgroup);
-      if (w) this.check(w, 'kmsg', kernelAt);
+      this.onHit(ev.cgroup, 'pids-max', kernelAt);
     } else if (ev.type === 'oom-kill') {
-      const w = this.watchedFor(ev.oomMemcg ?? ev.taskMemcg ?? '');
-      if (w) this.check(w, 'kmsg', kernelAt);
+      this.onHit(ev.oomMemcg ?? ev.taskMemcg ?? '', 'oom-kill', kernelAt);
       // The "Killed process" line with the RSS follows within microseconds; wait a little for it.
       const timer = setTimeout(() => this.victimReady(ev.pid), this.o.victimWaitMs ?? 100);
       timer.unref();
@@ -299,15 +344,37 @@ export class DetectionEngine extends EventEmitter {
     }
   }
 
+  /**
+   * kmsg says the limit of `cgroup` was hit: read the family of the watched cgroup holding it;
+   * adopt it first when it lies below a container. A container already removed (its cgroup
+   * gone before we read it) is still told: kmsg is then the only truth, count 1.
+   */
+  private onHit(cgroup: string, kind: 'pids-max' | 'oom-kill', kernelAt: number): void {
+    const w = this.watchedFor(cgroup);
+    if (w) {
+      const entry = this.watched.get(w)!;
+      if (w !== cgroup && entry.container?.cgroupPath === w) this.adoptSub(cgroup, w, kind, kernelAt);
+      else this.check(w, 'kmsg', kernelAt);
+      return;
+    }
+    // An OOM kill's record goes through victimReady, which knows departed containers too.
+    if (kind === 'oom-kill') return;
+    const gone = this.o.ownerOf?.(cgroup);
+    if (gone) this.merger.counter({ cgroupPath: cgroup, containerId: gone.id, kind, count: 1, source: 'kmsg', kernelAt });
+  }
+
   private victimReady(pid: number, rss?: Partial<OomVictim>): void {
     const p = this.pendingOom.get(pid);
     if (!p) return;
     clearTimeout(p.timer);
     this.pendingOom.delete(pid);
-    const cgroup = this.watchedFor(p.rec.taskMemcg ?? p.rec.oomMemcg ?? '');
-    if (!cgroup) return;
+    const limitCgroup = p.rec.oomMemcg ?? p.rec.taskMemcg ?? '';
+    const watched = this.watchedFor(limitCgroup);
+    const containerId = watched ? this.watched.get(watched)?.container?.id : this.o.ownerOf?.(limitCgroup)?.id;
+    if (!watched && !containerId) return;
     const victim: OomVictim = { pid, comm: p.rec.task, uid: p.rec.uid, oomMemcg: p.rec.oomMemcg, taskMemcg: p.rec.taskMemcg, ...rss };
-    this.merger.kmsgOom({ cgroupPath: cgroup, containerId: this.watched.get(cgroup)?.container?.id, victim, kernelAt: p.kernelAt });
+    // A departed container's path is in the merger's "gone" set: the record goes out at once.
+    this.merger.kmsgOom({ cgroupPath: watched ?? limitCgroup, containerId, victim, kernelAt: p.kernelAt });
   }
 }
 

@@ -78,23 +78,37 @@ export class UsageMonitor extends EventEmitter {
   read(c: Container, fresh = true): Usage | undefined {
     const { cgroups, reader } = this.o;
     const last = this.usage.get(c.cgroupPath);
+    if (fresh || !last || this.ticks % LIMITS_EVERY === 0) {
+      const u = this.readCgroup(c.cgroupPath);
+      if (!u) return undefined;
+      this.usage.set(c.cgroupPath, u);
+      c.lastUsage = u;
+      return u;
+    }
     try {
-      if (fresh || !last || this.ticks % LIMITS_EVERY === 0) {
-        const pids = cgroups.readPidsCurrentSync(c.cgroupPath, reader);
-        const mem = cgroups.readMemoryUsageSync(c.cgroupPath, reader);
-        if (!pids && !mem) return undefined;
-        const u: Usage = { pidsCurrent: pids?.current, pidsMax: pids?.max, memoryUsage: mem?.usageBytes, memoryLimit: mem?.limitBytes };
-        this.usage.set(c.cgroupPath, u);
-        return u;
-      }
       const pidsCurrent = cgroups.readPidsCurrentOnlySync(c.cgroupPath, reader);
       const memoryUsage = cgroups.readMemoryUsageOnlySync(c.cgroupPath, reader);
       if (pidsCurrent === null && memoryUsage === null) return undefined;
       const u: Usage = { ...last, pidsCurrent: pidsCurrent ?? undefined, memoryUsage: memoryUsage ?? undefined };
       this.usage.set(c.cgroupPath, u);
+      c.lastUsage = u;
       return u;
     } catch (err) {
       this.o.log.warn({ err: (err as Error).message, cgroup: c.cgroupPath }, 'reading usage failed');
+      return undefined;
+    }
+  }
+
+  /** Usage and limits of any cgroup (a container's sub-cgroup, for an alert), read now and not kept. */
+  readCgroup(path: string): Usage | undefined {
+    const { cgroups, reader } = this.o;
+    try {
+      const pids = cgroups.readPidsCurrentSync(path, reader);
+      const mem = cgroups.readMemoryUsageSync(path, reader);
+      if (!pids && !mem) return undefined;
+      return { pidsCurrent: pids?.current, pidsMax: pids?.max, memoryUsage: mem?.usageBytes, memoryLimit: mem?.limitBytes };
+    } catch (err) {
+      this.o.log.warn({ err: (err as Error).message, cgroup: path }, 'reading usage failed');
       return undefined;
     }
   }

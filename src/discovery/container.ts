@@ -14,6 +14,8 @@ export interface Container {
   image?: string;
   podName?: string;
   podNamespace?: string;
+  /** The last usage and limits read (kept after removal: an alert about its last moments says them). */
+  lastUsage?: { pidsCurrent?: number; pidsMax?: number | 'max'; memoryUsage?: number; memoryLimit?: number | 'max' };
   /** When discovery first saw it (ms since epoch) and the monotonic time (ns) for latency. */
   seenAt: number;
   seenHr: bigint;

@@ -1,9 +1,22 @@
 import { EventEmitter } from 'node:events';
 import type { Container } from './container';
 
-/** The containers known right now, by cgroup path. Emits 'added' and 'removed'. */
+/**
+ * How long a removed container stays findable by `owner()`: events of its last moments (an
+ * OOM kill whose cgroup the runtime removes at once) arrive after the removal, through kmsg's
+ * hold and the victim wait, and must still name it.
+ */
+export const DEPARTED_MS = 30_000;
+
+/**
+ * The containers known right now, by cgroup path, and those removed in the last DEPARTED_MS.
+ * Emits 'added' and 'removed'.
+ */
 export class Inventory extends EventEmitter {
   private readonly byPath = new Map<string, Container>();
+  private readonly departed = new Map<string, { c: Container; timer: NodeJS.Timeout }>();
+  /** Pod cgroup -> how many known containers lie in it. */
+  private readonly pods = new Map<string, number>();
 
   get size(): number {
     return this.byPath.size;
@@ -21,10 +34,31 @@ export class Inventory extends EventEmitter {
     return this.byPath.values();
   }
 
+  /**
+   * The container a cgroup belongs to: its own, or the nearest container above it (a
+   * sub-cgroup: systemd's init.scope in a container, an LXC guest's, podman --cgroups=split).
+   * Containers removed a moment ago count too. A pod's cgroup belongs to none.
+   */
+  owner(cgroupPath: string): Container | undefined {
+    const find = (p: string): Container | undefined => this.byPath.get(p) ?? this.departed.get(p)?.c;
+    for (let p = cgroupPath; p.length > 0; p = p.slice(0, p.lastIndexOf('/'))) {
+      const c = find(p);
+      if (c) return c;
+    }
+    return undefined;
+  }
+
+  /** Whether the cgroup is the pod cgroup of a known container. */
+  isPod(cgroupPath: string): boolean {
+    return this.pods.has(cgroupPath);
+  }
+
   /** Returns false if it was already known. */
   add(c: Container): boolean {
     if (this.byPath.has(c.cgroupPath)) return false;
+    this.forgetDeparted(c.cgroupPath);
     this.byPath.set(c.cgroupPath, c);
+    if (c.podPath) this.pods.set(c.podPath, (this.pods.get(c.podPath) ?? 0) + 1);
     this.emit('added', c);
     return true;
   }
@@ -33,7 +67,29 @@ export class Inventory extends EventEmitter {
     const c = this.byPath.get(cgroupPath);
     if (!c) return undefined;
     this.byPath.delete(cgroupPath);
+    if (c.podPath) {
+      const n = (this.pods.get(c.podPath) ?? 1) - 1;
+      if (n > 0) this.pods.set(c.podPath, n);
+      else this.pods.delete(c.podPath);
+    }
+    const timer = setTimeout(() => this.departed.delete(cgroupPath), DEPARTED_MS);
+    timer.unref();
+    this.departed.set(cgroupPath, { c, timer });
     this.emit('removed', c);
     return c;
+  }
+
+  /** Forget every container without 'removed' (a reload: they are still there). */
+  clear(): void {
+    this.byPath.clear();
+    this.pods.clear();
+    for (const p of [...this.departed.keys()]) this.forgetDeparted(p);
+  }
+
+  private forgetDeparted(cgroupPath: string): void {
+    const d = this.departed.get(cgroupPath);
+    if (!d) return;
+    clearTimeout(d.timer);
+    this.departed.delete(cgroupPath);
   }
 }

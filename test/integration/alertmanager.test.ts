@@ -55,6 +55,7 @@ test('a firing alert sent through our sink is active in a real Alertmanager; the
     host: 'node-am',
     container: 'api-2',
     container_id: id,
+    limit_scope: 'container',
     runtime: 'docker',
     cgroup: `/system.slice/docker-${id}.scope`,
   });

@@ -83,6 +83,8 @@ function alert(i: number, kind: Alert['kind'] = 'pids-max'): Alert {
     counters: { limit: 100, current: 100, eventsSinceLast: 5, eventsTotal: 5 },
     startsAt: '2025-01-01T00:00:00.000Z',
     updatedAt: '2025-01-01T00:00:00.000Z',
+    limitScope: 'container',
+    identity: {},
     sources: ['inotify'],
   };
 }

@@ -5,145 +5,19 @@
  * receiver. Each test makes its own tree, and removes it (killing its tasks) afterwards, also
  * on failure; each daemon is stopped first in the test's clean-up (see defer).
  */
-import { after, test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pidMaxBaseWithHeadroom } from '../helpers/pid-max';
-import { isRoot, need } from '../helpers/prereq';
-import { exited, hasV1, makeV1Cgroup, removeV1Cgroup, spawnInCgroup, uniqueTestRoot, v1Dir, waitForTask } from '../helpers/v1-cgroups';
-import { freePort, runCli, startDaemon, startWebhookReceiver, stopAllDaemons, type DaemonHandle, type LogLine } from '../helpers/daemon';
-
-const hex64 = (): string => randomBytes(32).toString('hex');
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const HMAC_ENV = 'CGWD_TEST_HMAC_SECRET';
-
-// Whatever happens in a test, no daemon outlives the file.
-after(() => stopAllDaemons());
-
-/**
- * Clean-ups of one test, run last-registered-first in a single t.after hook, each one even
- * when an earlier one failed: daemons stop before their state dir and cgroups go.
- */
-const cleanupStacks = new WeakMap<TestContext, (() => unknown)[]>();
-function defer(t: TestContext, fn: () => unknown): void {
-  let stack = cleanupStacks.get(t);
-  if (!stack) {
-    const s: (() => unknown)[] = [];
-    cleanupStacks.set(t, s);
-    stack = s;
-    t.after(async () => {
-      const errors: unknown[] = [];
-      for (const f of s.reverse()) {
-        try {
-          await f();
-        } catch (err) {
-          errors.push(err);
-        }
-      }
-      if (errors.length) throw errors.length === 1 ? errors[0] : new AggregateError(errors, 'clean-up failed');
-    });
-  }
-  stack.push(fn);
-}
-
-function ready(): void {
-  need(isRoot() && hasV1(), 'root and v1 pids, cpu, cpuset and memory hierarchies under /sys/fs/cgroup');
-}
-
-/** A fresh test root, removed (tasks killed) after the test, also on failure. */
-function testRoot(t: TestContext): string {
-  const root = uniqueTestRoot();
-  defer(t, () => removeV1Cgroup(root));
-  return root;
-}
-
-/** Make a container cgroup in pids, cpu, cpuset and memory; an optional CPU quota in cores. */
-function makeContainer(rel: string, quotaCores?: number): void {
-  makeV1Cgroup(rel);
-  if (quotaCores !== undefined) setQuota(rel, quotaCores);
-}
-
-function setQuota(rel: string, cores: number): void {
-  fs.writeFileSync(path.join(v1Dir('cpu', rel), 'cpu.cfs_period_us'), '100000');
-  fs.writeFileSync(path.join(v1Dir('cpu', rel), 'cpu.cfs_quota_us'), String(cores * 100000));
-}
-
-const pidsMaxFile = (rel: string): string => path.join(v1Dir('pids', rel), 'pids.max');
-const readPidsMax = (rel: string): string => fs.readFileSync(pidsMaxFile(rel), 'utf8').trim();
-const writePidsMax = (rel: string, v: string | number): void => fs.writeFileSync(pidsMaxFile(rel), String(v));
-
-/** pids.events "max N" of a v1 pids cgroup. */
-function pidsEventsMax(rel: string): number {
-  const m = /^max (\d+)$/m.exec(fs.readFileSync(path.join(v1Dir('pids', rel), 'pids.events'), 'utf8'));
-  return m ? Number(m[1]) : NaN;
-}
-
-/** Poll a pids.max file until it is `want`; the ms it took, or null after `timeoutMs`. */
-async function waitPidsMax(rel: string, want: string, timeoutMs: number, everyMs = 1): Promise<number | null> {
-  const t0 = performance.now();
-  for (;;) {
-    let v: string | null = null;
-    try {
-      v = readPidsMax(rel);
-    } catch {
-      v = null;
-    }
-    if (v === want) return performance.now() - t0;
-    if (performance.now() - t0 > timeoutMs) return null;
-    await sleep(everyMs);
-  }
-}
-
-/** A state directory for one daemon, removed after the test. */
-function stateDir(t: TestContext, mode = 0o700): string {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'cgwd-state-'));
-  fs.chmodSync(d, mode);
-  defer(t, () => fs.rmSync(d, { recursive: true, force: true, maxRetries: 5 }));
-  return d;
-}
-
-type Obj = Record<string, any>;
-function merge(a: Obj, b: Obj): Obj {
-  const out: Obj = { ...a };
-  for (const [k, v] of Object.entries(b)) {
-    out[k] = v && typeof v === 'object' && !Array.isArray(v) && a[k] && typeof a[k] === 'object' && !Array.isArray(a[k]) ? merge(a[k], v) : v;
-  }
-  return out;
-}
-
-/** A config that confines the daemon to the test root and leaves kernel.pid_max alone. */
-async function config(root: string, state: string, extra: Obj = {}): Promise<Obj> {
-  return merge(
-    {
-      mode: 'enforce',
-      logLevel: 'debug',
-      paths: { stateDir: state },
-      kernel: { manage: false },
-      discovery: { roots: [root] },
-      names: { podmanBinary: '' },
-      metrics: { listen: `127.0.0.1:${await freePort()}` },
-    },
-    extra,
-  );
-}
-
-async function daemon(t: TestContext, cfg: Obj, opts: { env?: Record<string, string>; configPath?: string } = {}): Promise<DaemonHandle> {
-  const d = startDaemon(cfg, opts);
-  defer(t, () => d.stop());
-  await d.waitForLog((l) => l.msg === 'detection running', 15_000);
-  return d;
-}
-
-const isMsg = (msg: string, also: (l: LogLine) => boolean = () => true) => (l: LogLine): boolean => l.msg === msg && also(l);
-const alertLog = (kind: string) => (l: LogLine): boolean => l.alert?.kind === kind;
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
-}
-const r1 = (n: number): number => Math.round(n * 10) / 10;
+import { exited, makeV1Cgroup, spawnInCgroup, v1Dir, waitForTask } from '../helpers/v1-cgroups';
+import { runCli, startDaemon, startWebhookReceiver, type LogLine } from '../helpers/daemon';
+import {
+  BOMB, HMAC_ENV, alertLog, config, daemon, defer, hex64, isMsg, makeContainer, merge, percentile, pidsEventsMax, r1, readPidsMax,
+  ready, setQuota, sleep, stateDir, testRoot, waitPidsMax, webhookSink, writePidsMax, type Obj,
+} from '../helpers/v1-daemon';
 
 /** The runtime layouts the tests use: docker (cgroupfs), Kubernetes (cgroupfs driver), podman. */
 function layouts(root: string): { docker: string; kube: string; podman: string; ids: { docker: string; kube: string; podman: string } } {
@@ -496,13 +370,6 @@ test('kernel.pid_max: raised to the target, never lowered; restored afterwards',
 });
 
 // ---- Issue 3: detection on v1 ---------------------------------------------------------
-
-/** A fork bomb that keeps trying: perl retries a failed fork at once; each child sleeps. */
-const BOMB = ['-e', 'for (;;) { my $p = fork(); next unless defined $p; if ($p == 0) { exec "sleep", "100"; } }'];
-
-function webhookSink(url: string): Obj {
-  return { type: 'webhook', url, hmac: { secret: { env: HMAC_ENV } }, retry: { initialDelayMs: 200, maxDelayMs: 1000 } };
-}
 
 test('a fork bomb gives ONE pids-max alert at the webhook within a second, then a counted update; HMAC verifies', async (t) => {
   ready();

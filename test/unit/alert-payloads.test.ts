@@ -84,6 +84,7 @@ test('Alertmanager payload: labels, annotations, endsAt for firing and resolved'
     host: 'node-7',
     container: 'web-1',
     container_id: ID,
+    limit_scope: 'container',
     runtime: 'docker',
     pod: 'web-1-abc',
     namespace: 'shop',
@@ -100,9 +101,9 @@ test('Alertmanager payload: labels, annotations, endsAt for firing and resolved'
   assert.deepEqual(r!.labels, am!.labels, 'same label set: Alertmanager matches the resolution to the alert');
 
   // Empty or missing values never become labels.
-  const bare: Alert = { ...firing, container: { cgroupPath: '/user.slice', name: '', pod: '' }, topCommands: undefined };
+  const bare: Alert = { ...firing, container: { cgroupPath: '/user.slice', name: '', pod: '' }, identity: { name: '', pod: '' }, topCommands: undefined };
   const [b] = alertmanagerPayload(bare, 60, now);
-  assert.deepEqual(Object.keys(b!.labels).sort(), ['alertname', 'cgroup', 'host', 'kind', 'severity']);
+  assert.deepEqual(Object.keys(b!.labels).sort(), ['alertname', 'cgroup', 'host', 'kind', 'limit_scope', 'severity']);
   for (const v of Object.values(b!.labels)) assert.ok(typeof v === 'string' && v.length > 0);
   assert.equal(b!.annotations.top_commands, undefined);
   assert.equal(alertName('oom-group-kill'), 'CgwatchdogOOMGroupKill');
@@ -127,4 +128,48 @@ test('status classes, HMAC format, backoff bounds and sink filters', () => {
   assert.equal(sinkAccepts(cfg, firing), true);
   assert.equal(sinkAccepts(cfg, { ...firing, kind: 'memory-max', severity: 'warning' }), false);
   assert.equal(sinkAccepts(SinkConfig.parse({ type: 'webhook', url: 'http://x/', minSeverity: 'warning' }), { ...firing, kind: 'memory-high', severity: 'info' }), false);
+});
+
+test('one alert keeps one identity: a name learned after the first message goes to the annotations, never the labels', () => {
+  let t = T0;
+  let known: { name?: string; podName?: string; podNamespace?: string } = {};
+  const c = new Coalescer({
+    host: 'node-7',
+    repeatIntervalSeconds: 1,
+    resolveAfterSeconds: 30,
+    now: () => t,
+    lookup: () => ({ container: { id: ID, runtime: 'containerd', ...known } }),
+  });
+  const ev = { kind: 'oom-kill' as const, cgroupPath: `/kubepods/pod1/${ID}`, containerId: ID, count: 1, source: 'kmsg' as const, at: t };
+  const first = c.onEvent(ev)[0]!;
+  known = { name: 'web-1', podName: 'web-1-abc', podNamespace: 'shop' };
+  t += 2000;
+  const update = c.onEvent({ ...ev, at: t })[0]!;
+  t += 31_000;
+  const resolved = c.tick()[0]!;
+  const [a1] = alertmanagerPayload(first, 60, t);
+  const [a2] = alertmanagerPayload(update, 60, t);
+  const [a3] = alertmanagerPayload(resolved, 60, t);
+  assert.equal(a1!.labels.container, undefined, 'no name was known at the first message');
+  assert.deepEqual(a2!.labels, a1!.labels, 'the update is the same alert in Alertmanager');
+  assert.deepEqual(a3!.labels, a1!.labels, 'the resolution ends that alert, not another');
+  assert.match(a2!.annotations.description!, /container: web-1/);
+  assert.match(a2!.annotations.description!, /pod: shop\/web-1-abc/);
+  assert.equal(update.container.name, 'web-1', 'the webhook body carries the latest name');
+  assert.deepEqual(update.identity, {}, 'identity stays as it was first sent');
+});
+
+test('a sub-cgroup limit (a container\'s own systemd TasksMax) pages one level lower and says where', () => {
+  const c = new Coalescer({
+    host: 'node-7',
+    repeatIntervalSeconds: 60,
+    resolveAfterSeconds: 30,
+    now: () => T0,
+    lookup: () => ({ container: { id: ID, runtime: 'docker' }, limitScope: 'sub-cgroup', limit: 5 }),
+  });
+  const a = c.onEvent({ kind: 'pids-max', cgroupPath: `/docker/${ID}/init.scope`, containerId: ID, count: 3, source: 'kmsg', at: T0 })[0]!;
+  assert.equal(a.limitScope, 'sub-cgroup');
+  assert.equal(a.severity, 'warning');
+  assert.match(a.summary, /in its sub-cgroup \/docker\/[0-9a-f]+\/init\.scope/);
+  assert.equal(alertmanagerPayload(a, 60, T0)[0]!.labels.limit_scope, 'sub-cgroup');
 });

@@ -29,6 +29,8 @@ export function sampleAlert(i: number, state: Alert['state'] = 'firing'): Alert 
     counters: { current: 100, limit: 100, eventsSinceLast: i, eventsTotal: i },
     startsAt: '2025-01-01T00:00:00.000Z',
     updatedAt: '2025-01-01T00:00:00.000Z',
+    limitScope: 'container',
+    identity: {},
     sources: ['inotify'],
   };
 }

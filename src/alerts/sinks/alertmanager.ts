@@ -33,11 +33,14 @@ export function alertmanagerPayload(a: Alert, resendIntervalSeconds: number, now
   put('severity', a.severity);
   put('kind', a.kind);
   put('host', a.host);
-  put('container', c.name ?? c.id);
+  // The label set is the alert's identity in Alertmanager: only what was known at its first
+  // message (a.identity), so a name learned later never splits it in two.
+  put('container', a.identity?.name);
   put('container_id', c.id);
+  put('limit_scope', a.limitScope);
   put('runtime', c.runtime);
-  put('pod', c.pod);
-  put('namespace', c.namespace);
+  put('pod', a.identity?.pod);
+  put('namespace', a.identity?.namespace);
   // Two cgroups without a container id (pod-level limits, plain cgroups) must stay two alerts.
   put('cgroup', c.cgroupPath);
 
@@ -47,6 +50,9 @@ export function alertmanagerPayload(a: Alert, resendIntervalSeconds: number, now
   };
   note('summary', a.summary);
   const lines = [
+    // Names learned after the first message: here, never in the labels.
+    c.name && c.name !== a.identity?.name ? `container: ${c.name}` : undefined,
+    c.pod && c.pod !== a.identity?.pod ? `pod: ${c.namespace ? `${c.namespace}/` : ''}${c.pod}` : undefined,
     `cgroup: ${c.cgroupPath}`,
     c.image ? `image: ${c.image}` : undefined,
     a.counters.limit !== undefined ? `limit: ${a.counters.limit}` : undefined,

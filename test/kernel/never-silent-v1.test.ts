@@ -1,0 +1,115 @@
+/**
+ * Events that used to be missed on this host's real v1 kernel: an OOM kill whose cgroup the
+ * runtime removes at once, hits below a container's own cgroup, a discovery root made after
+ * the start, a container already above its policy value. Each asserts what an operator sees:
+ * the alert at a real webhook receiver, the value in the kernel, the daemon's report.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { exited, makeV1Cgroup, spawnInCgroup, v1Dir } from '../helpers/v1-cgroups';
+import { startWebhookReceiver } from '../helpers/daemon';
+import { BOMB, HMAC_ENV, config, daemon, defer, hex64, makeContainer, readPidsMax, ready, stateDir, testRoot, waitPidsMax, webhookSink } from '../helpers/v1-daemon';
+
+async function receiver(t: Parameters<typeof defer>[0]) {
+  const secret = randomBytes(16).toString('hex');
+  const hook = await startWebhookReceiver({ hmacSecret: secret });
+  defer(t, () => hook.close());
+  return { hook, env: { [HMAC_ENV]: secret } };
+}
+
+test('an OOM kill whose cgroup is removed at once (docker run --rm) still gives an oom-kill alert naming the container, then its resolution', async (t) => {
+  ready();
+  const root = testRoot(t);
+  const id = hex64();
+  const rel = `${root}/docker/${id}`;
+  makeContainer(rel);
+  fs.writeFileSync(path.join(v1Dir('memory', rel), 'memory.limit_in_bytes'), String(32 << 20));
+  const { hook, env } = await receiver(t);
+  await daemon(t, await config(root, stateDir(t), { alerts: { sinks: [webhookSink(hook.url)] } }), { env });
+
+  // The runtime's clean-up, as fast as it can be: a loop that removes the cgroup the moment
+  // its last task has exited (rmdir fails with EBUSY until then), memory first.
+  const dirs = ['memory', 'pids', 'cpu', 'cpuset'].map((c) => v1Dir(c, rel));
+  const remover = spawn('/usr/bin/perl', ['-e', 'sub busy { open(my $f, "<", "$_[0]/tasks") or return 0; my $l = <$f>; defined $l } 1 until busy($ARGV[0]); for my $d (@ARGV) { 1 until rmdir($d) || !-d $d }', ...dirs], { stdio: 'ignore' });
+  defer(t, () => remover.kill('SIGKILL'));
+  const hog = spawnInCgroup(rel, ['pids', 'memory'], '/bin/sh', ['-c', 'exec tail < /dev/zero']);
+  defer(t, () => hog.kill('SIGKILL'));
+  const r = await exited(hog);
+  assert.equal(r.signal, 'SIGKILL', `the hog was not killed: ${JSON.stringify(r)}`);
+  await exited(remover);
+  const killedAt = Date.now();
+  assert.equal(fs.existsSync(dirs[0]!), false, 'the cgroup is gone');
+
+  const got = await hook.waitFor((x) => x.alert?.kind === 'oom-kill', 5000);
+  const a = got.alert;
+  t.diagnostic(`kill -> oom-kill alert for a removed container: ${got.at - killedAt} ms; ${a.summary}`);
+  assert.equal(a.state, 'firing');
+  assert.equal(a.container.id, id);
+  assert.equal(a.container.cgroupPath, rel);
+  assert.equal(a.victim?.comm, 'tail');
+  assert.equal(a.victim?.pid, hog.pid);
+  assert.equal(a.counters.eventsTotal, 1);
+  const resolved = await hook.waitFor((x) => x.alert?.kind === 'oom-kill' && x.alert.state === 'resolved', 10_000);
+  assert.equal(resolved.alert.fingerprint, a.fingerprint);
+  assert.equal(resolved.alert.sequence, a.sequence + 1);
+  assert.equal(hook.received.filter((x) => x.alert?.kind === 'oom-kill' && x.alert.state === 'firing').length, 1, 'one kill, one firing alert');
+});
+
+test('a fork rejected in a sub-cgroup with its own limit (a container running systemd: init.scope) is that container\'s pids-max alert, scoped to the sub-cgroup', async (t) => {
+  ready();
+  const root = testRoot(t);
+  const id = hex64();
+  const rel = `${root}/docker/${id}`;
+  const sub = `${rel}/init.scope`;
+  makeContainer(rel);
+  makeV1Cgroup(sub);
+  fs.writeFileSync(path.join(v1Dir('pids', sub), 'pids.max'), '5');
+  const { hook, env } = await receiver(t);
+  await daemon(t, await config(root, stateDir(t), { alerts: { repeatIntervalSeconds: 1, sinks: [webhookSink(hook.url)] } }), { env });
+  assert.notEqual(await waitPidsMax(rel, '6144', 5000), null);
+
+  const bomb = spawnInCgroup(sub, ['pids'], '/usr/bin/perl', BOMB);
+  defer(t, () => bomb.kill('SIGKILL'));
+  const got = await hook.waitFor((x) => x.alert?.kind === 'pids-max', 5000);
+  const a = got.alert;
+  t.diagnostic(a.summary);
+  assert.equal(a.container.id, id, 'the hit is the container\'s');
+  assert.equal(a.container.cgroupPath, sub, 'attributed to the cgroup whose limit was hit');
+  assert.equal(a.limitScope, 'sub-cgroup');
+  assert.equal(a.severity, 'warning', 'a sub-cgroup limit is below the container\'s own in severity');
+  assert.equal(a.counters.limit, 5);
+  // The kernel logs only the first rejection of a cgroup: the rest must come from its counter.
+  const update = await hook.waitFor((x) => x.alert?.kind === 'pids-max' && x.alert.sequence >= 2, 5000);
+  assert.ok(update.alert.counters.eventsTotal > a.counters.eventsTotal, `counts ${a.counters.eventsTotal} -> ${update.alert.counters.eventsTotal}`);
+  assert.equal(readPidsMax(rel), '6144');
+});
+
+test('an OOM kill in a sub-cgroup with its own memory limit is that container\'s oom-kill alert, scoped to the sub-cgroup', async (t) => {
+  ready();
+  const root = testRoot(t);
+  const id = hex64();
+  const rel = `${root}/libpod_parent/libpod-${id}`;
+  const sub = `${rel}/worker`;
+  makeContainer(rel);
+  makeV1Cgroup(sub);
+  fs.writeFileSync(path.join(v1Dir('memory', sub), 'memory.limit_in_bytes'), String(32 << 20));
+  const { hook, env } = await receiver(t);
+  await daemon(t, await config(root, stateDir(t), { alerts: { sinks: [webhookSink(hook.url)] } }), { env });
+
+  const hog = spawnInCgroup(sub, ['pids', 'memory'], '/bin/sh', ['-c', 'exec tail < /dev/zero']);
+  defer(t, () => hog.kill('SIGKILL'));
+  assert.equal((await exited(hog)).signal, 'SIGKILL');
+  const killedAt = Date.now();
+  const got = await hook.waitFor((x) => x.alert?.kind === 'oom-kill', 5000);
+  const a = got.alert;
+  t.diagnostic(`kill -> alert ${got.at - killedAt} ms: ${a.summary}`);
+  assert.equal(a.container.id, id);
+  assert.equal(a.container.cgroupPath, sub);
+  assert.equal(a.limitScope, 'sub-cgroup');
+  assert.equal(a.victim?.pid, hog.pid);
+  assert.equal(a.counters.eventsTotal, 1);
+});
