@@ -14,7 +14,7 @@ import type { Logger } from './log';
 import { applyPolicy, type ApplyResult } from './policy/apply';
 import { applyAll } from './policy/reconcile';
 import { WrittenStore } from './policy/written-store';
-import { watchPath } from './kernel/inotify';
+import { watchHealth, watchPath } from './kernel/inotify';
 import { AlertPipeline } from './alerts/pipeline';
 import { DetectionEngine } from './detect/engine';
 import type { LimitEvent } from './detect/event';
@@ -186,8 +186,8 @@ export class Daemon {
       engine.add(c);
       alerts.containerAdded(c);
     });
+    this.inventory.on('expired', (c: Container) => this.metrics.forget(c.cgroupPath));
     this.inventory.on('removed', (c: Container) => {
-      this.metrics.forget(c.cgroupPath);
       engine.remove(c);
       usage.forget(c);
       alerts.containerRemoved(c);
@@ -195,6 +195,13 @@ export class Daemon {
     this.engine = engine;
     this.usage = usage;
     this.alerts = alerts;
+    watchHealth.removeAllListeners();
+    watchHealth.on('failure', (f: { path: string; code: string; first: boolean }) => {
+      m()?.watchFailuresTotal.inc({ code: f.code });
+      // Once per code until every watch is back: at the watch limit each new cgroup fails.
+      if (f.first) log.warn({ code: f.code, path: f.path, hint: f.code === 'ENOSPC' ? 'fs.inotify.max_user_watches is reached' : undefined }, 'cannot watch a cgroup path: rescanning it instead (logged once per error until watching recovers)');
+    });
+    watchHealth.on('recovered', () => log.info('every cgroup path is watched again'));
   }
 
   private async facts(): Promise<Record<string, unknown>> {
@@ -309,11 +316,14 @@ export class Daemon {
         if (current()) void this.applyNow(c, 'runtime wrote pids.max');
       }, 1);
     });
+    const watch = typeof w === 'object' ? w : undefined;
+    const pidsMaxFile = this.host.cgroups.pidsMaxFile(c.cgroupPath);
     // A runtime write between our first write and this watch would otherwise wait for the timer.
     void this.applyNow(c, 'settle');
     const t = setTimeout(() => {
       this.settleTimers.delete(t);
-      w?.close();
+      watch?.close();
+      watchHealth.settled(pidsMaxFile);
       if (current()) void this.applyNow(c, 'settle');
     }, SETTLE_MS);
     t.unref();

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { CounterReader } from '../cgroup/counter-reader';
 import type { CgroupFs } from '../cgroup/types';
 import type { Container } from '../discovery/container';
-import { watchPath, type Watch } from '../kernel/inotify';
+import { watchHealth, watchPath, type Watch } from '../kernel/inotify';
 import { classifyKmsg, type KmsgRecord, type OomKill } from '../kernel/kmsg-parser';
 import { KmsgReader } from '../kernel/kmsg-reader';
 import type { Logger } from '../log';
@@ -50,6 +50,8 @@ interface Watched {
   owner?: string;
   /** A container: its adopted sub-cgroups. */
   subs?: Set<string>;
+  /** Event files inotify refused to watch, to retry. */
+  refused?: Map<string, 'pids' | 'memory'>;
 }
 
 /**
@@ -96,18 +98,23 @@ export class DetectionEngine extends EventEmitter {
     for (const p of this.pendingOom.values()) clearTimeout(p.timer);
     this.pendingOom.clear();
     this.merger.flush();
-    for (const w of this.watched.values()) for (const x of w.watches) x.close();
+    for (const w of this.watched.values()) {
+      for (const x of w.watches) x.close();
+      for (const f of w.refused?.keys() ?? []) watchHealth.settled(f);
+    }
     this.watched.clear();
     this.reader.close();
   }
 
   /** Is each source doing its job? For /healthz. */
-  health(): { ok: boolean; detail: string } {
+  /** Is each source doing its job? For /healthz: not ok when one is down, degraded when it limps. */
+  health(): { ok: boolean; detail: string; degraded?: string[] } {
     if (!this.running) return { ok: false, detail: 'detection not started' };
     if (this.o.kmsg && !this.kmsgReader?.running) return { ok: false, detail: `kmsg reader on ${this.o.kmsgPath} is not running` };
     const lag = this.lastSweepAt ? Date.now() - this.lastSweepAt : 0;
     if (lag > this.o.sweepIntervalMs * 5 + 5000) return { ok: false, detail: `counter sweep has not run for ${lag} ms` };
-    return { ok: true, detail: `watching ${this.watched.size} cgroups` };
+    const degraded = [watchHealth.degraded()].filter((d): d is string => d !== undefined);
+    return { ok: true, detail: `watching ${this.watched.size} cgroups`, ...(degraded.length ? { degraded } : {}) };
   }
 
   private lastSweepAt = 0;
@@ -161,11 +168,21 @@ export class DetectionEngine extends EventEmitter {
     if (!this.o.inotify) return;
     const files = this.o.cgroups.eventFiles(path);
     for (const [file, only] of [[files.pids, 'pids'], [files.memory, 'memory']] as const) {
-      if (!file) continue;
-      const x = watchPath(file, (ev) => {
-        if (ev === 'change') this.check(path, 'inotify', Date.now(), false, only);
-      });
-      if (x) entry.watches.push(x);
+      if (file) this.watchEventFile(entry, file, only);
+    }
+  }
+
+  private watchEventFile(entry: Watched, file: string, only: 'pids' | 'memory'): void {
+    const x = watchPath(file, (ev) => {
+      if (ev === 'change') this.check(entry.path, 'inotify', Date.now(), false, only);
+    });
+    if (typeof x === 'object') {
+      entry.watches.push(x);
+      entry.refused?.delete(file);
+    } else if (x === 'failed') {
+      // inotify refused (the watch limit; counted in watchHealth): the sweep reads it, and
+      // full sweeps retry the watch.
+      (entry.refused ??= new Map()).set(file, only);
     }
   }
 
@@ -173,6 +190,7 @@ export class DetectionEngine extends EventEmitter {
     const w = this.watched.get(path);
     if (!w || --w.refs > 0) return;
     for (const x of w.watches) x.close();
+    for (const f of w.refused?.keys() ?? []) watchHealth.settled(f);
     this.watched.delete(path);
     if (w.owner) this.watched.get(w.owner)?.subs?.delete(path);
     this.tracker.forget(path);
@@ -277,6 +295,7 @@ export class DetectionEngine extends EventEmitter {
       for (const path of this.watched.keys()) tops.add(this.topOf(path));
       // Every tenth sweep reads everything; the others may skip what cannot have changed.
       const quick = this.stats.sweeps % FULL_SWEEP_EVERY !== 0;
+      if (!quick) this.retryRefusedWatches();
       const y = new Yielder();
       for (const top of tops) {
         if (!this.watched.has(top)) continue; // removed while we yielded
@@ -289,6 +308,14 @@ export class DetectionEngine extends EventEmitter {
       this.stats.lastSweepMs = Number(process.hrtime.bigint() - t0) / 1e6;
       this.lastSweepAt = Date.now();
       this.emit('sweep', this.stats.lastSweepMs / 1000);
+    }
+  }
+
+  private retryRefusedWatches(): void {
+    if (!watchHealth.degraded()) return;
+    for (const w of this.watched.values()) {
+      if (!w.refused?.size) continue;
+      for (const [file, only] of [...w.refused]) this.watchEventFile(w, file, only);
     }
   }
 

@@ -2,15 +2,16 @@ import { EventEmitter } from 'node:events';
 import type { Container } from './container';
 
 /**
- * How long a removed container stays findable by `owner()`: events of its last moments (an
- * OOM kill whose cgroup the runtime removes at once) arrive after the removal, through kmsg's
- * hold and the victim wait, and must still name it.
+ * How long a removed container stays findable by `owner()` and in /metrics: events of its
+ * last moments (an OOM kill whose cgroup the runtime removes at once) arrive after the
+ * removal, through kmsg's hold and the victim wait, and must still name it; and Prometheus
+ * must get to scrape its final counts (several scrape intervals).
  */
-export const DEPARTED_MS = 30_000;
+export const DEPARTED_MS = 5 * 60_000;
 
 /**
  * The containers known right now, by cgroup path, and those removed in the last DEPARTED_MS.
- * Emits 'added' and 'removed'.
+ * Emits 'added', 'removed', and 'expired' when a removed one is forgotten.
  */
 export class Inventory extends EventEmitter {
   private readonly byPath = new Map<string, Container>();
@@ -48,6 +49,11 @@ export class Inventory extends EventEmitter {
     return undefined;
   }
 
+  /** Containers removed in the last DEPARTED_MS. */
+  *departedAll(): IterableIterator<Container> {
+    for (const d of this.departed.values()) yield d.c;
+  }
+
   /** Whether the cgroup is the pod cgroup of a known container. */
   isPod(cgroupPath: string): boolean {
     return this.pods.has(cgroupPath);
@@ -72,7 +78,10 @@ export class Inventory extends EventEmitter {
       if (n > 0) this.pods.set(c.podPath, n);
       else this.pods.delete(c.podPath);
     }
-    const timer = setTimeout(() => this.departed.delete(cgroupPath), DEPARTED_MS);
+    const timer = setTimeout(() => {
+      this.departed.delete(cgroupPath);
+      this.emit('expired', c);
+    }, DEPARTED_MS);
     timer.unref();
     this.departed.set(cgroupPath, { c, timer });
     this.emit('removed', c);
@@ -91,5 +100,6 @@ export class Inventory extends EventEmitter {
     if (!d) return;
     clearTimeout(d.timer);
     this.departed.delete(cgroupPath);
+    this.emit('expired', d.c);
   }
 }

@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { Logger } from '../log';
 import type { Recogniser } from '../runtimes/types';
 import { recognise } from '../runtimes/index';
-import { watchPath, type Watch } from '../kernel/inotify';
+import { watchHealth, watchPath, type Watch } from '../kernel/inotify';
 import { childPath, walkCgroups, type Found } from './walk';
 
 export interface LiveHandlers {
@@ -19,8 +19,17 @@ export interface LiveHandlers {
  * as they appear (a Kubernetes pod directory, then its containers). Rescans alone would
  * leave a new container unlimited until the next one.
  */
+/**
+ * Directories inotify refused (the watch limit) are walked this often instead, and their
+ * watch retried: a container made there is found within this, not at the next reconcile.
+ */
+const UNWATCHED_RESCAN_MS = 2000;
+
 export class LiveDiscovery {
   private readonly watches = new Map<string, Watch>();
+  /** Directories we want watched but inotify refused. */
+  private readonly unwatched = new Set<string>();
+  private rescanTimer?: NodeJS.Timeout;
   private closed = false;
 
   constructor(
@@ -39,15 +48,46 @@ export class LiveDiscovery {
     return this.watches.has(rel);
   }
 
+  /** Directories inotify refused, rescanned every UNWATCHED_RESCAN_MS. */
+  get unwatchedCount(): number {
+    return this.unwatched.size;
+  }
+
   /** Watch a non-container directory (idempotent). Returns false if it is gone. */
   watch(rel: string): boolean {
     if (this.closed || this.watches.has(rel)) return true;
     const w = watchPath(path.join(this.root, rel), (event, name) => {
       if (event === 'rename' && name) this.onEntry(rel, name);
     }, () => this.unwatchTree(rel));
-    if (!w) return false;
+    if (w === 'gone') {
+      this.unwatched.delete(rel);
+      return false;
+    }
+    if (w === 'failed') {
+      this.unwatched.add(rel);
+      this.rescanTimer ??= setInterval(() => this.rescanUnwatched(), UNWATCHED_RESCAN_MS).unref();
+      return true;
+    }
+    this.unwatched.delete(rel);
     this.watches.set(rel, w);
     return true;
+  }
+
+  /** Retry the refused watches; walk those directories for containers made meanwhile. */
+  private rescanUnwatched(): void {
+    const dirs = [...this.unwatched];
+    for (const d of dirs) this.watch(d);
+    if (this.unwatched.size === 0 && this.rescanTimer) {
+      clearInterval(this.rescanTimer);
+      this.rescanTimer = undefined;
+    }
+    const seenHr = process.hrtime.bigint();
+    walkCgroups(this.root, dirs, this.maxDepth, this.recognisers)
+      .then((r) => {
+        for (const d of r.dirs) this.watch(d);
+        for (const c of r.containers) this.handlers.appeared(c, seenHr);
+      })
+      .catch((err: Error) => this.log.warn({ err: err.message }, 'rescanning unwatched cgroup directories failed'));
   }
 
   private depthOf(rel: string): number {
@@ -83,22 +123,31 @@ export class LiveDiscovery {
         for (const d of r.dirs) this.watch(d);
         for (const c of r.containers) this.handlers.appeared(c, seenHr);
       })
-      .catch((err) => this.log.warn({ err, path: rel }, 'walking a new cgroup directory failed'));
+      .catch((err: Error) => this.log.warn({ err: err.message, path: rel }, 'walking a new cgroup directory failed'));
   }
 
   private unwatchTree(rel: string): void {
     const prefix = rel === '/' ? '/' : `${rel}/`;
+    const inTree = (p: string): boolean => p === rel || p.startsWith(prefix);
     for (const [p, w] of this.watches) {
-      if (p === rel || p.startsWith(prefix)) {
+      if (inTree(p)) {
         w.close();
         this.watches.delete(p);
       }
+    }
+    for (const p of [...this.unwatched]) {
+      if (!inTree(p)) continue;
+      this.unwatched.delete(p);
+      watchHealth.settled(path.join(this.root, p));
     }
   }
 
   close(): void {
     this.closed = true;
+    if (this.rescanTimer) clearInterval(this.rescanTimer);
     for (const w of this.watches.values()) w.close();
     this.watches.clear();
+    for (const p of this.unwatched) watchHealth.settled(path.join(this.root, p));
+    this.unwatched.clear();
   }
 }

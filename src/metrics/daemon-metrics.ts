@@ -1,5 +1,6 @@
 import type { Daemon } from '../daemon';
 import type { LimitEvent } from '../detect/event';
+import type { Container } from '../discovery/container';
 import type { Logger } from '../log';
 import { createMetrics, type ContainerSnapshot, type DaemonMetrics, type MetricsSource } from './registry';
 import { startMetricsServer, type MetricsServer } from './server';
@@ -24,11 +25,13 @@ export class DaemonMetricsState implements MetricsSource {
   onEvent(e: LimitEvent): void {
     this.daemon?.eventsTotal.inc({ kind: e.kind, source: e.source }, e.count);
     if (e.latencyMs !== undefined) this.daemon?.detectionLatencySeconds.observe({ source: e.source }, e.latencyMs / 1000);
-    const h = this.hits.get(e.cgroupPath) ?? { pidsLimitHits: 0, oomEvents: 0, oomKills: 0 };
+    // A hit in a container's sub-cgroup (or of one just removed) is the container's.
+    const key = this.d.inventory.owner(e.cgroupPath)?.cgroupPath ?? e.cgroupPath;
+    const h = this.hits.get(key) ?? { pidsLimitHits: 0, oomEvents: 0, oomKills: 0 };
     if (e.kind === 'pids-max') h.pidsLimitHits += e.count;
     else if (e.kind === 'oom') h.oomEvents += e.count;
     else if (e.kind === 'oom-kill') h.oomKills += e.count;
-    this.hits.set(e.cgroupPath, h);
+    this.hits.set(key, h);
   }
 
   forget(cgroupPath: string): void {
@@ -36,9 +39,9 @@ export class DaemonMetricsState implements MetricsSource {
   }
 
   *containers(): Iterable<ContainerSnapshot> {
-    for (const c of this.d.inventory.all()) {
+    for (const c of this.listed()) {
       const r = this.d.applied.get(c.cgroupPath);
-      const u = this.d.usage?.usage.get(c.cgroupPath);
+      const u = this.d.usage?.usage.get(c.cgroupPath) ?? c.lastUsage;
       const h = this.hits.get(c.cgroupPath);
       yield {
         id: c.id,
@@ -59,6 +62,15 @@ export class DaemonMetricsState implements MetricsSource {
         oomKills: h?.oomKills ?? 0,
       };
     }
+  }
+
+  /**
+   * The live containers, then the removed ones the inventory still remembers that have counts
+   * to scrape (the OOM kill that ended one): a churn of thousands of quiet ones adds no series.
+   */
+  private *listed(): Iterable<Container> {
+    yield* this.d.inventory.all();
+    for (const c of this.d.inventory.departedAll()) if (this.hits.has(c.cgroupPath)) yield c;
   }
 
   host() {

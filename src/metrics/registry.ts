@@ -60,6 +60,7 @@ export interface DaemonMetrics {
   alertsTotal: Counter<'sink' | 'outcome'>;
   outboxDepth: Gauge;
   outboxDroppedTotal: Counter;
+  watchFailuresTotal: Counter<'code'>;
   watchesActive: Gauge<'type'>;
   sweepDurationSeconds: Histogram;
   reconcileDurationSeconds: Histogram;
@@ -172,6 +173,7 @@ export function createMetrics(source: MetricsSource, opts: CreateMetricsOptions 
     alertsTotal: new Counter({ name: `${P}alerts_total`, help: 'Alert deliveries by sink and outcome.', labelNames: ['sink', 'outcome'], registers }),
     outboxDepth: new Gauge({ name: `${P}outbox_depth`, help: 'Alerts waiting in the outbox.', registers }),
     outboxDroppedTotal: new Counter({ name: `${P}outbox_dropped_total`, help: 'Alerts dropped because the outbox was full.', registers }),
+    watchFailuresTotal: new Counter({ name: `${P}watch_failures_total`, help: 'inotify watches refused (ENOSPC: fs.inotify.max_user_watches reached; EMFILE; EACCES), by errno code. What is not watched is rescanned and swept.', labelNames: ['code'], registers }),
     watchesActive: new Gauge({ name: `${P}watches_active`, help: 'Active inotify watches by type.', labelNames: ['type'], registers }),
     sweepDurationSeconds: new Histogram({ name: `${P}sweep_duration_seconds`, help: 'Duration of one counter sweep.', buckets: DURATION_BUCKETS, registers }),
     reconcileDurationSeconds: new Histogram({ name: `${P}reconcile_duration_seconds`, help: 'Duration of one inventory reconcile.', buckets: DURATION_BUCKETS, registers }),

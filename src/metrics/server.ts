@@ -49,13 +49,15 @@ export async function startMetricsServer(opts: MetricsServerOptions): Promise<Me
       return;
     }
     if (path === '/healthz') {
-      let h: { ok: boolean; detail: string };
+      let h: { ok: boolean; detail: string; degraded?: string[] };
       try {
         h = source.detectionRunning();
       } catch (err) {
         h = { ok: false, detail: `health check failed: ${(err as Error).message}` };
       }
-      res.writeHead(h.ok ? 200 : 503, { 'Content-Type': 'application/json' }).end(`${JSON.stringify({ ok: h.ok, detail: h.detail })}\n`);
+      // Degraded is still 200: a liveness probe that restarted us would restart into the same wall.
+      const status = !h.ok ? 'down' : h.degraded?.length ? 'degraded' : 'ok';
+      res.writeHead(h.ok ? 200 : 503, { 'Content-Type': 'application/json' }).end(`${JSON.stringify({ ok: h.ok, status, detail: h.detail, ...(h.degraded?.length ? { degraded: h.degraded } : {}) })}\n`);
       return;
     }
     res.writeHead(404, { 'Content-Type': 'text/plain' }).end('not found\n');

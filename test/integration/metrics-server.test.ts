@@ -129,11 +129,11 @@ test('metrics server: real scrape of 3 containers, removal, healthz, promtool', 
   // /healthz and 404.
   const h = await get(srv.port, '/healthz');
   assert.equal(h.status, 200);
-  assert.deepEqual(JSON.parse(h.body), { ok: true, detail: state.running.detail });
+  assert.deepEqual(JSON.parse(h.body), { ok: true, status: 'ok', detail: state.running.detail });
   state.running = { ok: false, detail: 'kmsg reader stopped: EACCES' };
   const h2 = await get(srv.port, '/healthz');
   assert.equal(h2.status, 503);
-  assert.deepEqual(JSON.parse(h2.body), { ok: false, detail: 'kmsg reader stopped: EACCES' });
+  assert.deepEqual(JSON.parse(h2.body), { ok: false, status: 'down', detail: 'kmsg reader stopped: EACCES' });
   assert.equal((await get(srv.port, '/nope')).status, 404);
 
   // promtool lints the exposition text as Prometheus would see it.

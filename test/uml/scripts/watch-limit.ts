@@ -1,0 +1,79 @@
+/**
+ * Runs inside user-mode Linux (see test/uml/watch-limit.test.ts): the daemon meets
+ * fs.inotify.max_user_watches, the guest's own knob. Phases (one result each):
+ *   setup, limited (parents made past the limit: the daemon lives, says so once, and still
+ *   limits a container under an unwatched parent), raised (the limit back up: watching
+ *   resumes, a new container gets its limit at once), cleanup.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { cgroupRoot, emit, inUml, nowMs, sleep } from '../in-uml';
+import { DaemonProc, hex64, mkCgroup, pollFile, removeTree, runMain, writeConfig } from './daemon-util';
+
+const TEST = '/cgwd-test';
+const WATCHES = '/proc/sys/fs/inotify/max_user_watches';
+
+async function main(): Promise<void> {
+  if (!inUml()) throw new Error('run this through test/helpers/uml.ts runInUml()');
+  const root = cgroupRoot();
+  const abs = (rel: string): string => path.join(root, rel);
+  mkCgroup(root, `${TEST}/kubepods`);
+  fs.mkdirSync('/run/cgwd-state');
+  const original = fs.readFileSync(WATCHES, 'utf8').trim();
+  const cfg = writeConfig('watch-limit', {
+    mode: 'enforce',
+    logLevel: 'debug',
+    paths: { cgroupRoot: root, procRoot: '/proc', kmsg: '/dev/kmsg', stateDir: '/run/cgwd-state' },
+    kernel: { manage: false },
+    policy: { overrides: [{ pathPattern: `^${TEST}/`, pidsMax: 321 }] },
+    discovery: { roots: [TEST], reconcileSchedule: '0 0 1 1 *' },
+    metrics: { enabled: false },
+  });
+  const d = new DaemonProc(cfg, 'watch-limit');
+  try {
+    const started = await d.waitMsg('detection running', 30_000);
+    // Room for a few more watches only: the daemon's own (and its kmsg reader's) are made.
+    const used = 12;
+    fs.writeFileSync(WATCHES, String(used + 4));
+    emit({ check: 'setup', started: started !== null, original });
+
+    // Kubernetes-shaped pod parents, more than the limit leaves room for.
+    const pods: string[] = [];
+    for (let i = 0; i < 20; i++) {
+      const pod = `${TEST}/kubepods/pod${hex64().slice(0, 8)}-0000-0000-0000-${hex64().slice(0, 12)}`;
+      mkCgroup(root, pod);
+      pods.push(pod);
+      await sleep(20);
+    }
+    const warned = await d.waitMsg('cannot watch a cgroup path: rescanning it instead (logged once per error until watching recovers)', 5000);
+    // A container in the last pod, whose directory surely could not be watched.
+    const late = `${pods[pods.length - 1]}/${hex64()}`;
+    const t0 = nowMs();
+    mkCgroup(root, late);
+    const lateMs = await pollFile(path.join(abs(late), 'pids.max'), (s) => s === '321', 10_000, 5);
+    emit({
+      check: 'limited',
+      alive: d.child.exitCode === null && d.child.signalCode === null,
+      warned: warned ? { code: warned.code, hint: warned.hint } : null,
+      warnings: d.lines.filter((l) => l.msg?.startsWith('cannot watch')).length,
+      lateMs: lateMs === null ? null : Math.round(nowMs() - t0),
+      stderr: d.stderr.slice(-500),
+    });
+
+    fs.writeFileSync(WATCHES, original);
+    const recovered = await d.waitMsg('every cgroup path is watched again', 10_000);
+    const fresh = `${pods[0]}/${hex64()}`;
+    const t1 = nowMs();
+    mkCgroup(root, fresh);
+    const freshMs = await pollFile(path.join(abs(fresh), 'pids.max'), (s) => s === '321', 5000, 1);
+    emit({ check: 'raised', recovered: recovered !== null, freshMs: freshMs === null ? null : Math.round(nowMs() - t1), alive: d.child.exitCode === null });
+  } finally {
+    fs.writeFileSync(WATCHES, original);
+    const stop = await d.stop();
+    d.save();
+    await removeTree(abs(TEST));
+    emit({ check: 'cleanup', stop, gone: !fs.existsSync(abs(TEST)), watches: fs.readFileSync(WATCHES, 'utf8').trim() });
+  }
+}
+
+runMain(main, emit);
