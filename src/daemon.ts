@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import path from 'node:path';
 import cron, { type ScheduledTask } from 'node-cron';
 import si from 'systeminformation';
 import { loadConfig } from './config/load';
@@ -64,6 +65,8 @@ export class Daemon {
   private settleTimers = new Set<NodeJS.Timeout>();
   private running = false;
   private reconciling?: Promise<void>;
+  /** Discovery roots that did not exist at the last reconcile (logged once each). */
+  private readonly missingRoots = new Set<string>();
 
   constructor(
     public config: Config,
@@ -105,7 +108,7 @@ export class Daemon {
     this.live = new LiveDiscovery(cgroups.discoveryRoot, config.discovery.maxDepth, this.host.recognisers, {
       appeared: (found, seenHr) => this.onAppeared(found, seenHr),
       vanished: (rel) => this.onVanished(rel),
-    }, this.log);
+    }, this.log, config.discovery.roots);
 
     const t0 = process.hrtime.bigint();
     await this.reconcile();
@@ -243,6 +246,15 @@ export class Daemon {
       }
     }
     for (const d of dirs) this.live.watch(d);
+    for (const root of this.config.discovery.roots) {
+      if (fs.existsSync(path.join(cgroups.discoveryRoot, root))) {
+        this.missingRoots.delete(root);
+        continue;
+      }
+      const ancestor = this.live.watchForRoot(root);
+      if (!this.missingRoots.has(root)) this.log.warn({ root, watching: ancestor }, 'discovery root does not exist yet: watching its nearest existing ancestor, containers under it are found when it appears');
+      this.missingRoots.add(root);
+    }
     const now = Date.now();
     for (const f of found) {
       seen.add(f.cgroupPath);

@@ -38,7 +38,29 @@ export class LiveDiscovery {
     private readonly recognisers: Recogniser[],
     private readonly handlers: LiveHandlers,
     private readonly log: Logger,
+    /** The discovery roots (relative): containers are looked for under them only. */
+    private readonly roots: string[] = ['/'],
   ) {}
+
+  private underRoot(rel: string): boolean {
+    return this.roots.some((r) => r === '/' || rel === r || rel.startsWith(`${r}/`));
+  }
+
+  /** On the way to a root that does not exist yet ("/docker" before Docker's first container). */
+  private aboveRoot(rel: string): boolean {
+    return this.roots.some((r) => r.startsWith(rel === '/' ? '/' : `${rel}/`));
+  }
+
+  /**
+   * A root that does not exist yet: watch its nearest existing ancestor, so the root (and the
+   * containers in it) are found the moment the runtime makes it. Returns that ancestor.
+   */
+  watchForRoot(rootRel: string): string {
+    let a = rootRel;
+    while (a !== '/' && !fs.existsSync(path.join(this.root, a))) a = a.lastIndexOf('/') <= 0 ? '/' : a.slice(0, a.lastIndexOf('/'));
+    this.watch(a);
+    return a;
+  }
 
   get watchCount(): number {
     return this.watches.size;
@@ -108,6 +130,14 @@ export class LiveDiscovery {
     if (!isDir) {
       this.unwatchTree(rel);
       this.handlers.vanished(rel);
+      return;
+    }
+    if (!this.underRoot(rel)) {
+      // A directory on the way to a missing root: watch it too; anything else is not ours.
+      if (this.aboveRoot(rel)) {
+        this.watch(rel);
+        for (const r of this.roots) if (r.startsWith(`${rel}/`) && fs.existsSync(path.join(this.root, r))) this.onEntry(path.dirname(r), path.basename(r));
+      }
       return;
     }
     const hit = recognise(this.recognisers, rel);

@@ -113,3 +113,25 @@ test('an OOM kill in a sub-cgroup with its own memory limit is that container\'s
   assert.equal(a.victim?.pid, hog.pid);
   assert.equal(a.counters.eventsTotal, 1);
 });
+
+test('a discovery root that does not exist yet (/docker before Docker\'s first container) is watched for: its containers get their limit at once', async (t) => {
+  ready();
+  const root = testRoot(t);
+  makeV1Cgroup(root);
+  const d = await daemon(t, await config(root, stateDir(t), { discovery: { roots: [`${root}/docker`] } }));
+  const warned = await d.waitForLog((l) => l.msg?.startsWith('discovery root does not exist yet') === true, 5000);
+  assert.equal(warned.root, `${root}/docker`);
+  assert.equal(warned.watching, root);
+
+  const rel = `${root}/docker/${hex64()}`;
+  // Outside the root: not the daemon's to limit, though its parent is watched now.
+  const outside = `${root}/libpod_parent/libpod-${hex64()}`;
+  const t0 = Date.now();
+  makeContainer(rel);
+  makeContainer(outside);
+  const ms = await waitPidsMax(rel, '6144', 5000);
+  t.diagnostic(`root made after the start: container limited ${ms === null ? 'never' : `${Math.round(ms)} ms`} after its mkdir (${Date.now() - t0} ms wall)`);
+  assert.ok(ms !== null && ms < 1000, `limited after ${ms} ms; the reconcile runs once a minute`);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(readPidsMax(outside), 'max', 'a container outside the discovery roots was touched');
+});
