@@ -6,7 +6,7 @@ process.env.UV_THREADPOOL_SIZE ??= '8';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig, validateConfig } from './config/load';
+import { checkSecrets, ConfigError, loadConfig, validateConfig } from './config/load';
 import type { Config } from './config/schema';
 import { createLogger } from './log';
 import { runApply, formatApply } from './apply-command';
@@ -80,6 +80,7 @@ async function main(argv: string[]): Promise<number> {
   let loaded;
   try {
     loaded = readConfig(values.config);
+    if (command === 'run') checkSecrets(loaded.config, loaded.file ? `config ${loaded.file}` : 'built-in defaults');
   } catch (err) {
     if (err instanceof ConfigError) fail(err.message);
     throw err;

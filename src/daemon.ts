@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import cron, { type ScheduledTask } from 'node-cron';
 import si from 'systeminformation';
-import { loadConfig } from './config/load';
+import { checkSecrets, loadConfig } from './config/load';
 import type { Config } from './config/schema';
 import type { Container } from './discovery/container';
 import { Inventory } from './discovery/inventory';
@@ -392,6 +392,7 @@ export class Daemon {
     let next: Config;
     try {
       next = loadConfig(this.configFile);
+      checkSecrets(next, `config ${this.configFile}`);
     } catch (err) {
       this.log.error({ err: (err as Error).message }, 'reload failed: keeping the running config');
       return false;

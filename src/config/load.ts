@@ -49,8 +49,32 @@ export function validateConfig(raw: unknown, source = 'config'): Config {
     if (!cron.validate(schedule)) throw new ConfigError(`invalid ${source}: discovery.reconcileSchedule is ${JSON.stringify(schedule)}: expected a cron expression such as "* * * * *"`);
     return result.data;
   }
-  const lines = result.error.issues.map((issue) => describeIssue(issue, raw));
+  // One problem can come back from several branches of a union: say it once.
+  const lines = [...new Set(result.error.issues.map((issue) => describeIssue(issue, raw)))];
   throw new ConfigError(`invalid ${source}: ${lines.join('; ')}`);
+}
+
+/**
+ * A sink whose secret cannot be read would fail at every send: the daemon refuses it at start
+ * and reload instead (not `apply`, which sends nothing and may run from a shell without the
+ * daemon's environment). Checks that the file is readable or the variable set, never the content.
+ */
+export function checkSecrets(config: Config, source: string): void {
+  for (const [i, s] of config.alerts.sinks.entries()) {
+    for (const [key, ref] of [['bearerToken', s.bearerToken], ['hmac.secret', s.hmac?.secret]] as const) {
+      if (!ref) continue;
+      const at = `alerts.sinks[${i}].${key}`;
+      if (ref.env !== undefined && !process.env[ref.env]) throw new ConfigError(`invalid ${source}: ${at}.env is ${JSON.stringify(ref.env)}: that environment variable is not set`);
+      if (ref.file !== undefined) {
+        try {
+          fs.accessSync(ref.file, fs.constants.R_OK);
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          throw new ConfigError(`invalid ${source}: ${at}.file is ${JSON.stringify(ref.file)}: ${code === 'ENOENT' ? 'no such file' : `not readable (${code})`}`);
+        }
+      }
+    }
+  }
 }
 
 function checkRegex(pattern: string | undefined, key: string, source: string): void {

@@ -36,7 +36,10 @@ export type SecretRef = z.infer<typeof secretRef>;
 
 const sinkCommon = {
   name: z.string().min(1).optional(),
-  url: z.string().url(),
+  url: z
+    .string()
+    .url()
+    .refine((u) => /^https?:\/\//i.test(u), { message: 'expected an http:// or https:// URL' }),
   kinds: z.array(AlertKind).optional(), // absent: every kind
   minSeverity: Severity.default('info'),
   headers: z.record(z.string(), z.string()).default({}),

@@ -11,7 +11,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { exited, makeV1Cgroup, spawnInCgroup, v1Dir } from '../helpers/v1-cgroups';
-import { startWebhookReceiver } from '../helpers/daemon';
+import { startDaemon, startWebhookReceiver } from '../helpers/daemon';
 import { BOMB, HMAC_ENV, config, daemon, defer, hex64, makeContainer, readPidsMax, ready, stateDir, testRoot, waitPidsMax, webhookSink } from '../helpers/v1-daemon';
 
 async function receiver(t: Parameters<typeof defer>[0]) {
@@ -134,4 +134,29 @@ test('a discovery root that does not exist yet (/docker before Docker\'s first c
   assert.ok(ms !== null && ms < 1000, `limited after ${ms} ms; the reconcile runs once a minute`);
   await new Promise((r) => setTimeout(r, 300));
   assert.equal(readPidsMax(outside), 'max', 'a container outside the discovery roots was touched');
+});
+
+test('a sink whose HMAC secret file does not exist stops the daemon at start, and is refused at reload', async (t) => {
+  ready();
+  const root = testRoot(t);
+  const rel = `${root}/docker/${hex64()}`;
+  makeContainer(rel);
+  const state = stateDir(t);
+  const missing = path.join(state, 'no-such-secret');
+  const bad = await config(root, state, { alerts: { sinks: [{ type: 'webhook', url: 'http://127.0.0.1:9/x', hmac: { secret: { file: missing } } }] } });
+  const d = startDaemon(bad);
+  defer(t, () => d.stop());
+  const r = await Promise.race([d.exited, new Promise<null>((res) => setTimeout(() => res(null), 10_000))]);
+  assert.ok(r, 'still running with a secret it can never read');
+  assert.equal(r.code, 2);
+  assert.match(d.stderr(), /alerts\.sinks\[0\]\.hmac\.secret\.file is ".*no-such-secret": no such file/);
+  assert.equal(readPidsMax(rel), 'max');
+
+  const good = await config(root, state);
+  const d2 = await daemon(t, good);
+  d2.writeConfig(bad);
+  d2.proc.kill('SIGHUP');
+  const refused = await d2.waitForLog((l) => l.msg === 'reload failed: keeping the running config', 5000);
+  assert.match(refused.err, /no such file/);
+  assert.equal(d2.proc.exitCode, null);
 });

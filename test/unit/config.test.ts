@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ConfigError, loadConfig, validateConfig } from '../../src/config/load';
+import { checkSecrets, ConfigError, loadConfig, validateConfig } from '../../src/config/load';
 
 const repo = path.join(__dirname, '..', '..', '..');
 
@@ -72,4 +72,27 @@ test('errors about sink URLs and headers do not echo their values (they carry to
   assert.match(m, /alerts\.sinks\[0\]\.url is \(value not shown\)/);
   assert.match(m, /alerts\.sinks\[0\]\.headers\.Authorization is \(value not shown\)/);
   assert.doesNotMatch(m, /s3cr3t/);
+});
+
+test('a sink URL must be http or https; the message says so once and hides the URL', () => {
+  const m = errorOf({ alerts: { sinks: [{ type: 'webhook', url: 'ftp://hooks.example/s3cr3t' }] } });
+  assert.match(m, /alerts\.sinks\[0\]\.url is \(value not shown\): expected an http:\/\/ or https:\/\/ URL/);
+  assert.equal(m.split('alerts.sinks[0].url').length - 1, 1, `said more than once: ${m}`);
+  assert.doesNotMatch(m, /s3cr3t/);
+  assert.doesNotThrow(() => validateConfig({ alerts: { sinks: [{ type: 'webhook', url: 'HTTPS://hooks.example/x' }] } }));
+});
+
+test('the daemon\'s secret check: a missing secret file or an unset variable is refused, naming the key', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cgwd-secret-'));
+  try {
+    const file = path.join(dir, 'hmac');
+    const cfg = (secret: Record<string, string>) => validateConfig({ alerts: { sinks: [{ type: 'webhook', url: 'http://127.0.0.1:1/x', hmac: { secret } }] } });
+    assert.throws(() => checkSecrets(cfg({ file }), 'config x.yaml'), (e: Error) => e instanceof ConfigError && /alerts\.sinks\[0\]\.hmac\.secret\.file is ".*hmac": no such file/.test(e.message));
+    const unset = `CGWD_TEST_UNSET_${process.pid}`;
+    assert.throws(() => checkSecrets(cfg({ env: unset }), 'config x.yaml'), /alerts\.sinks\[0\]\.hmac\.secret\.env is "CGWD_TEST_UNSET_\d+": that environment variable is not set/);
+    fs.writeFileSync(file, 'k3y\n');
+    assert.doesNotThrow(() => checkSecrets(cfg({ file }), 'config x.yaml'));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
