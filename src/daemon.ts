@@ -378,6 +378,14 @@ export class Daemon {
       return;
     }
     this.applied.set(c.cgroupPath, r);
+    if (r.action === 'too-low' && r.policyValue != null) {
+      if (!c.policyTooLow) this.log.warn({ id: c.id, cgroup: c.cgroupPath, tasks: r.tasks, policy: r.policyValue, why }, r.reason);
+      c.policyTooLow = true;
+      this.alerts?.policyTooLow(c, { tasks: r.tasks, policy: r.policyValue });
+    } else if (c.policyTooLow) {
+      c.policyTooLow = false;
+      this.alerts?.policyTooLow(c, null);
+    }
     const level = r.written ? 'info' : 'debug';
     this.log[level]({ id: c.id, cgroup: c.cgroupPath, cores: r.cores, coresSource: r.coresSource, policy: r.policyValue, old: r.oldPidsMax, new: r.newPidsMax, action: r.action, why }, r.written ? 'pids.max set' : r.reason);
     this.hooks.applied?.(c, r);

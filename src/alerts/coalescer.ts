@@ -8,7 +8,7 @@ import type { Alert, LimitScope } from './alert';
 // caller feeds events and ticks and sends whatever comes back. A fork bomb at pids.max makes
 // thousands of events per second; an operator wants one page, then a periodic update.
 
-export const WARNING_KINDS: readonly AlertKind[] = ['pids-warning', 'memory-warning', 'host-pids-warning'];
+export const WARNING_KINDS: readonly AlertKind[] = ['pids-warning', 'memory-warning', 'host-pids-warning', 'pids-policy-too-low'];
 
 const SEVERITY: Record<AlertKind, Severity> = {
   'pids-max': 'critical',
@@ -20,6 +20,7 @@ const SEVERITY: Record<AlertKind, Severity> = {
   'pids-warning': 'warning',
   'memory-warning': 'warning',
   'host-pids-warning': 'warning',
+  'pids-policy-too-low': 'warning',
 };
 
 /** A limit a container set inside itself pages less than the limit its operator gave it. */
@@ -350,6 +351,9 @@ export function summarize(a: Alert): string {
       text = `${who} uses ${formatBytes(used)} of its memory limit ${formatBytes(l)}${pct(used, l)}`;
       break;
     }
+    case 'pids-policy-too-low':
+      text = `${who} runs ${a.counters.current ?? '?'} tasks, more than its policy value ${lim ?? '?'} allows with headroom: pids.max not lowered${top}`;
+      break;
     case 'host-pids-warning':
       text = `${who} runs ${a.counters.current ?? '?'} tasks of kernel.pid_max ${lim ?? '?'}${pct(a.counters.current, lim)}`;
       break;

@@ -135,6 +135,20 @@ export class AlertPipeline {
     });
   }
 
+  /**
+   * The policy value was not written because the container already runs more tasks (raise),
+   * or it was written or no longer too low (clear).
+   */
+  policyTooLow(c: Container, tooLow: { tasks?: number; policy: number } | null): void {
+    this.serial(async () => {
+      const key = { cgroupPath: c.cgroupPath, kind: 'pids-policy-too-low' as const };
+      if (!tooLow) return this.send(this.coalescer.clear(key));
+      const ctx = await this.prepare(c.cgroupPath, 'pids-policy-too-low');
+      Object.assign(ctx, { current: tooLow.tasks ?? ctx.current, limit: tooLow.policy });
+      await this.send(this.coalescer.raise(key, ctx, c.id));
+    });
+  }
+
   private async tick(): Promise<void> {
     this.serial(() => this.send(this.coalescer.tick()));
     await this.delivery?.resendFiring().catch((err) => this.o.log.warn({ err: (err as Error).message }, 'alertmanager re-send failed'));
@@ -181,7 +195,7 @@ export class AlertPipeline {
     if (cgroupPath !== HOST_SUBJECT) {
       // A departed container's last reading stands in for the one its removal made impossible.
       const u = !c ? undefined : c.cgroupPath === cgroupPath ? (this.o.usage.read(c) ?? c.lastUsage) : this.o.usage.readCgroup(cgroupPath);
-      if (kind === 'pids-max' || kind === 'pids-warning') {
+      if (kind === 'pids-max' || kind === 'pids-warning' || kind === 'pids-policy-too-low') {
         Object.assign(ctx, { current: u?.pidsCurrent, limit: u?.pidsMax, topCommands: await this.top(cgroupPath), memory: undefined });
       } else if (u) {
         Object.assign(ctx, { current: u.memoryUsage, limit: u.memoryLimit, memory: { usageBytes: u.memoryUsage, limitBytes: u.memoryLimit } });

@@ -20,6 +20,7 @@ export const AlertKind = z.enum([
   'pids-warning', // pids.current at or above warnPercent of pids.max
   'memory-warning', // memory usage at or above its percentage of the limit
   'host-pids-warning', // host task count near kernel.pid_max
+  'pids-policy-too-low', // the policy value is below the tasks a container runs: not written
 ]);
 export type AlertKind = z.infer<typeof AlertKind>;
 

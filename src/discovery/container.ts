@@ -16,6 +16,8 @@ export interface Container {
   podNamespace?: string;
   /** The last usage and limits read (kept after removal: an alert about its last moments says them). */
   lastUsage?: { pidsCurrent?: number; pidsMax?: number | 'max'; memoryUsage?: number; memoryLimit?: number | 'max' };
+  /** Its policy value was not written: it runs more tasks than the value allows (alert raised). */
+  policyTooLow?: boolean;
   /** When discovery first saw it (ms since epoch) and the monotonic time (ns) for latency. */
   seenAt: number;
   seenHr: bigint;

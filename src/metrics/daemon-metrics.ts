@@ -53,6 +53,7 @@ export class DaemonMetricsState implements MetricsSource {
         pidsCurrent: u?.pidsCurrent,
         pidsMax: u?.pidsMax ?? (r?.written ? r.newPidsMax : r?.oldPidsMax),
         policyPidsMax: r?.policyValue ?? undefined,
+        policyTooLow: c.policyTooLow,
         coresUsed: r?.cores,
         coresSource: r?.coresSource,
         memoryUsage: u?.memoryUsage,

@@ -21,6 +21,8 @@ export interface ContainerSnapshot {
   pidsCurrent?: number;
   pidsMax?: number | 'max';
   policyPidsMax?: number;
+  /** The policy value was not written: the container runs more tasks than it allows. */
+  policyTooLow?: boolean;
   coresUsed?: number;
   /** Where coresUsed came from: quota | cpuset | host. */
   coresSource?: string;
@@ -109,6 +111,7 @@ export function createMetrics(source: MetricsSource, opts: CreateMetricsOptions 
   const pidsCurrent = cGauge('container_pids_current', 'Tasks in the container cgroup (pids.current).');
   const pidsMax = cGauge('container_pids_max', 'The container cgroup pids.max; absent when unlimited ("max").');
   const policyMax = cGauge('container_pids_policy_max', 'The pids.max the policy computes for the container.');
+  const policyTooLow = cGauge('container_policy_too_low', '1 when the policy value was not written because the container already runs more tasks than it allows (plus headroom).');
   const limitHits = cCounter('container_pids_limit_hits_total', 'Forks rejected at a pids limit, attributed to this container, since cgwatchdog first saw it.');
   const memUsage = cGauge('container_memory_usage_bytes', 'Memory charged to the container cgroup.');
   const memLimit = cGauge('container_memory_limit_bytes', 'The container cgroup memory limit; absent when unlimited.');
@@ -122,7 +125,7 @@ export function createMetrics(source: MetricsSource, opts: CreateMetricsOptions 
     collect: refresh,
   });
 
-  const perContainer: Array<Gauge<ContainerLabel> | Counter<ContainerLabel>> = [pidsCurrent, pidsMax, policyMax, limitHits, memUsage, memLimit, oomEvents, oomKills];
+  const perContainer: Array<Gauge<ContainerLabel> | Counter<ContainerLabel>> = [pidsCurrent, pidsMax, policyMax, policyTooLow, limitHits, memUsage, memLimit, oomEvents, oomKills];
 
   function fillContainers(): void {
     for (const m of perContainer) m.reset();
@@ -132,6 +135,7 @@ export function createMetrics(source: MetricsSource, opts: CreateMetricsOptions 
       if (c.pidsCurrent !== undefined) pidsCurrent.set(l, c.pidsCurrent);
       if (typeof c.pidsMax === 'number') pidsMax.set(l, c.pidsMax);
       if (c.policyPidsMax !== undefined) policyMax.set(l, c.policyPidsMax);
+      if (c.policyTooLow) policyTooLow.set(l, 1);
       if (c.memoryUsage !== undefined) memUsage.set(l, c.memoryUsage);
       if (typeof c.memoryLimit === 'number') memLimit.set(l, c.memoryLimit);
       limitHits.inc(l, c.pidsLimitHits);

@@ -4,7 +4,7 @@ import { countCpuList } from '../cgroup/parsers';
 import type { Config } from '../config/schema';
 import type { Container } from '../discovery/container';
 import { coresFor, type CoresSource } from './cores';
-import { decide, type Action } from './decide';
+import { decide, tooLowForTasks, type Action } from './decide';
 
 /** One container's reconcile outcome: what `apply` prints and the daemon logs. */
 export interface ApplyResult {
@@ -20,6 +20,8 @@ export interface ApplyResult {
   action: Action | 'gone' | 'error';
   /** True when pids.max was written. */
   written: boolean;
+  /** pids.current, when it was read (to check a lowering write is safe). */
+  tasks?: number;
   reason: string;
 }
 
@@ -61,6 +63,12 @@ export async function applyPolicy(ctx: ApplyContext, c: Container): Promise<Appl
       oldPidsMax: current,
     };
     if (d.action !== 'set' || d.policyValue === null) return { ...base, newPidsMax: current, action: d.action, written: false, reason: d.reason };
+    // Lowering (or first limiting) a running container: never below what it already runs.
+    if (current === 'max' || d.policyValue < current) {
+      const tasks = await cgroups.readPidsCurrent(c.cgroupPath);
+      const unsafe = tooLowForTasks(d.policyValue, tasks);
+      if (unsafe) return { ...base, newPidsMax: current, action: 'too-low', written: false, reason: unsafe, tasks: tasks ?? undefined };
+    }
     if (config.mode === 'observe') return { ...base, newPidsMax: d.policyValue, action: 'set', written: false, reason: `${ctx.noWriteReason ?? 'observe mode'}, would set: ${d.reason}` };
     const w = await cgroups.writePidsMax(c.cgroupPath, d.policyValue);
     if (w === 'gone') return gone(c, 'cgroup removed before pids.max could be written');

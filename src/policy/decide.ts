@@ -6,7 +6,8 @@ export type Action =
   | 'set' // pids.max written (enforce) or would be (observe)
   | 'unchanged' // already at the policy value
   | 'kept-lower' // an existing lower limit kept (existing: keep-lower)
-  | 'excluded'; // an override excludes the container
+  | 'excluded' // an override excludes the container
+  | 'too-low'; // the policy value is below the tasks running (plus headroom): not written
 
 export interface Decision {
   policyValue: number | null;
@@ -29,6 +30,27 @@ export function policyValue(policy: PolicyConfig, cores: number, override?: Poli
   const minCores = override?.minCores ?? policy.minCores;
   const perCore = override?.pidsPerCore ?? policy.pidsPerCore;
   return Math.max(cores, minCores) * perCore;
+}
+
+/**
+ * The room a container keeps above the tasks it runs when its limit is written: a limit at
+ * or below pids.current makes every fork fail at once (a live JVM with 9,000 threads capped
+ * at 6144), which is the outage the watchdog exists to prevent. 10% lets a busy container
+ * go on forking while its limit still caps a runaway.
+ */
+export function headroomFor(tasks: number): number {
+  return Math.max(1, Math.ceil(tasks * 0.1));
+}
+
+/**
+ * A write of `value` to a container running `tasks` tasks: null when safe, else why not.
+ * Pure: the caller reads pids.current only when a write would lower the limit.
+ */
+export function tooLowForTasks(value: number, tasks: number | null): string | null {
+  if (tasks === null) return null;
+  const room = headroomFor(tasks);
+  if (value >= tasks + room) return null;
+  return `policy ${value} is below the ${tasks} tasks it runs plus ${room} headroom: not written (every fork would fail); raise it with an override`;
 }
 
 /**

@@ -9,10 +9,20 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { exited, makeV1Cgroup, spawnInCgroup, v1Dir } from '../helpers/v1-cgroups';
-import { startDaemon, startWebhookReceiver } from '../helpers/daemon';
+import { runCli, startDaemon, startWebhookReceiver } from '../helpers/daemon';
+import YAML from 'yaml';
 import { BOMB, HMAC_ENV, config, daemon, defer, hex64, makeContainer, readPidsMax, ready, stateDir, testRoot, waitPidsMax, webhookSink } from '../helpers/v1-daemon';
+
+function writeTempConfig(t: Parameters<typeof defer>[0], cfg: unknown): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cgwd-cfg-'));
+  defer(t, () => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'config.yaml');
+  fs.writeFileSync(file, YAML.stringify(cfg));
+  return file;
+}
 
 async function receiver(t: Parameters<typeof defer>[0]) {
   const secret = randomBytes(16).toString('hex');
@@ -159,4 +169,55 @@ test('a sink whose HMAC secret file does not exist stops the daemon at start, an
   const refused = await d2.waitForLog((l) => l.msg === 'reload failed: keeping the running config', 5000);
   assert.match(refused.err, /no such file/);
   assert.equal(d2.proc.exitCode, null);
+});
+
+test('first, do no harm: a container already running more tasks than its policy value is not capped below them; it is reported, then limited once it shrinks', async (t) => {
+  ready();
+  const root = testRoot(t);
+  const id = hex64();
+  const rel = `${root}/docker/${id}`;
+  makeContainer(rel);
+  // 100 tasks; the policy (override) says 40: writing it would make every fork fail.
+  const holder = spawnInCgroup(rel, ['pids'], '/bin/sh', ['-c', 'i=0; while [ $i -lt 99 ]; do sleep 1000 & i=$((i+1)); done; wait']);
+  defer(t, () => holder.kill('SIGKILL'));
+  const tasksFile = path.join(v1Dir('pids', rel), 'pids.current');
+  for (let i = 0; i < 200 && Number(fs.readFileSync(tasksFile, 'utf8')) < 100; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(Number(fs.readFileSync(tasksFile, 'utf8')), 100);
+
+  const cfg = await config(root, stateDir(t), {
+    policy: { overrides: [{ pathPattern: `^${root}/docker/`, pidsMax: 40 }] },
+    discovery: { reconcileSchedule: '*/2 * * * * *' },
+    alerts: { sinks: [] as unknown[] },
+  });
+  const dry = await runCli(['apply', '--json', '--dry-run', '--config', writeTempConfig(t, cfg)]);
+  const rep = JSON.parse(dry.stdout).containers.find((c: { id: string }) => c.id === id);
+  assert.equal(rep.action, 'too-low', JSON.stringify(rep));
+  assert.match(rep.reason, /below the 100 tasks it runs plus 10 headroom/);
+
+  const { hook, env } = await receiver(t);
+  (cfg.alerts as { sinks: unknown[] }).sinks = [webhookSink(hook.url)];
+  const d = await daemon(t, cfg, { env });
+  const alert = await hook.waitFor((x) => x.alert?.kind === 'pids-policy-too-low', 5000);
+  t.diagnostic(alert.alert.summary);
+  assert.equal(alert.alert.container.id, id);
+  assert.equal(alert.alert.counters.current, 100);
+  assert.equal(alert.alert.counters.limit, 40);
+  assert.equal(readPidsMax(rel), 'max', 'the policy value was written below the running tasks');
+  const metrics = await (await fetch(`http://${cfg.metrics.listen}/metrics`)).text();
+  assert.match(metrics, new RegExp(`cgwatchdog_container_policy_too_low\\{id="${id}"[^}]*\\} 1`));
+
+  // It shrinks: the next reconcile writes the policy and the alert resolves.
+  holder.kill('SIGKILL');
+  for (const pid of fs.readFileSync(path.join(v1Dir('pids', rel), 'tasks'), 'utf8').split('\n').filter(Boolean)) {
+    try {
+      process.kill(Number(pid), 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+  const shrunk = await waitPidsMax(rel, '40', 5000);
+  assert.notEqual(shrunk, null, `not limited after it shrank: pids.current ${fs.readFileSync(tasksFile, 'utf8').trim()}; ${JSON.stringify(d.logs.filter((l) => l.cgroup === rel).slice(-4).map((l) => [l.msg, l.why]))}`);
+  const resolved = await hook.waitFor((x) => x.alert?.kind === 'pids-policy-too-low' && x.alert.state === 'resolved', 5000);
+  assert.equal(resolved.alert.fingerprint, alert.alert.fingerprint);
+  assert.equal(d.proc.exitCode, null);
 });

@@ -2,7 +2,7 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import { validateConfig } from '../../src/config/load';
 import { coresFor } from '../../src/policy/cores';
-import { decide, policyValue } from '../../src/policy/decide';
+import { decide, policyValue, tooLowForTasks } from '../../src/policy/decide';
 
 const policy = validateConfig({}).policy;
 const host = 2;
@@ -66,4 +66,13 @@ test('keep-lower protects limits others set, not the value cgwatchdog itself wro
   assert.match(d.reason, /our earlier 6144/);
   // Someone else's 4096 is still kept.
   assert.equal(decide(policy, cores(8), 4096, '/docker/x', 'docker', 6144).action, 'kept-lower');
+});
+
+test('a lowering write never goes below the tasks running plus 10% headroom', () => {
+  assert.equal(tooLowForTasks(6144, 9000), 'policy 6144 is below the 9000 tasks it runs plus 900 headroom: not written (every fork would fail); raise it with an override');
+  assert.equal(tooLowForTasks(9900, 9000), null);
+  assert.notEqual(tooLowForTasks(9899, 9000), null);
+  assert.equal(tooLowForTasks(40, 0), null, 'an idle container takes any limit');
+  assert.notEqual(tooLowForTasks(5, 5), null, 'a limit at pids.current leaves no fork');
+  assert.equal(tooLowForTasks(6144, null), null, 'unknown (cgroup gone): nothing to protect');
 });
