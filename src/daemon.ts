@@ -13,6 +13,7 @@ import { hostPidsReport } from './kernel/host-report';
 import { raisePidMax } from './kernel/sysctl';
 import type { Logger } from './log';
 import { applyPolicy, type ApplyResult } from './policy/apply';
+import { buildRecognisers } from './runtimes/index';
 import { applyAll } from './policy/reconcile';
 import { WrittenStore } from './policy/written-store';
 import { watchHealth, watchPath } from './kernel/inotify';
@@ -30,6 +31,16 @@ import type { MetricsServer } from './metrics/server';
  * a last check at the end catches a quota written without a pids.max write.
  */
 const SETTLE_MS = 3000;
+
+/**
+ * What a reload cannot change in place: where the cgroup and proc filesystems and the state
+ * live (everything is built on them). The daemon refuses such a reload and says to restart.
+ */
+const RESTART_ONLY: [string, (c: Config) => unknown][] = [
+  ['paths', (c) => c.paths],
+  ['alerts.outbox', (c) => c.alerts.outbox],
+  ['names', (c) => c.names],
+];
 
 export interface DaemonHooks {
   /** Called after each policy application (metrics, detection state). */
@@ -67,6 +78,7 @@ export class Daemon {
   private reconciling?: Promise<void>;
   /** Discovery roots that did not exist at the last reconcile (logged once each). */
   private readonly missingRoots = new Set<string>();
+  private lifecycle: Promise<unknown> = Promise.resolve();
 
   constructor(
     public config: Config,
@@ -75,7 +87,11 @@ export class Daemon {
     private readonly hooks: DaemonHooks = {},
   ) {}
 
-  async start(): Promise<void> {
+  start(): Promise<void> {
+    return this.serialized(() => this.doStart());
+  }
+
+  private async doStart(): Promise<void> {
     const config = this.config;
     this.host = await setupHost(config);
     const { cgroups } = this.host;
@@ -87,28 +103,11 @@ export class Daemon {
     this.written = new WrittenStore(config.paths.stateDir, (m) => this.log.warn(m));
     this.log.info(await this.facts(), 'starting');
 
-    if (config.kernel.manage && config.mode === 'enforce') {
-      try {
-        const r = await raisePidMax({ procRoot: config.paths.procRoot, target: config.kernel.pidMax, persist: config.kernel.persist, dropInPath: config.kernel.dropInPath });
-        this.log.info({ before: r.before, after: r.after, target: config.kernel.pidMax, persisted: r.persisted }, r.changed ? 'raised kernel.pid_max' : 'kernel.pid_max already at or above target');
-        if (r.note) this.log.warn(r.note);
-      } catch (err) {
-        // The host can still be protected container by container: log and go on.
-        this.log.error({ err: (err as Error).message }, 'cannot raise kernel.pid_max');
-      }
-    }
-
+    await this.raisePidMax();
     this.startDetection();
     await this.alerts!.start();
-    if (config.metrics.enabled) {
-      this.metricsServer = await serveMetrics(this, this.metrics, config.metrics.listen, this.log);
-      this.log.info({ listen: config.metrics.listen, port: this.metricsServer.port }, 'metrics listening');
-    }
-
-    this.live = new LiveDiscovery(cgroups.discoveryRoot, config.discovery.maxDepth, this.host.recognisers, {
-      appeared: (found, seenHr) => this.onAppeared(found, seenHr),
-      vanished: (rel) => this.onVanished(rel),
-    }, this.log, config.discovery.roots);
+    await this.serveMetrics();
+    this.live = this.newLiveDiscovery();
 
     const t0 = process.hrtime.bigint();
     await this.reconcile();
@@ -120,10 +119,43 @@ export class Daemon {
       this.log.warn({ sumContainersPidsMax: report.sumContainersPidsMax, pidMax: report.pidMax }, 'containers together may use more PIDs than kernel.pid_max allows');
     }
 
-    this.task = cron.schedule(config.discovery.reconcileSchedule, () => void this.reconcile(), { noOverlap: true });
+    this.schedule();
     this.engine!.start();
     this.usage!.start();
     this.log.info({ inotify: config.detection.inotify && cgroups.version === 'v2', kmsg: config.detection.kmsg, sweepIntervalMs: config.detection.sweepIntervalMs, sinks: config.alerts.sinks.length }, 'detection running');
+  }
+
+  private async raisePidMax(): Promise<void> {
+    const { kernel, mode, paths } = this.config;
+    if (!kernel.manage || mode !== 'enforce') return;
+    try {
+      const r = await raisePidMax({ procRoot: paths.procRoot, target: kernel.pidMax, persist: kernel.persist, dropInPath: kernel.dropInPath });
+      this.log.info({ before: r.before, after: r.after, target: kernel.pidMax, persisted: r.persisted }, r.changed ? 'raised kernel.pid_max' : 'kernel.pid_max already at or above target');
+      if (r.note) this.log.warn(r.note);
+    } catch (err) {
+      // The host can still be protected container by container: log and go on.
+      this.log.error({ err: (err as Error).message }, 'cannot raise kernel.pid_max');
+    }
+  }
+
+  private async serveMetrics(): Promise<void> {
+    const { metrics } = this.config;
+    if (!metrics.enabled) return;
+    this.metricsServer = await serveMetrics(this, this.metrics, metrics.listen, this.log);
+    this.log.info({ listen: metrics.listen, port: this.metricsServer.port }, 'metrics listening');
+  }
+
+  private newLiveDiscovery(): LiveDiscovery {
+    const { discovery } = this.config;
+    return new LiveDiscovery(this.host.cgroups.discoveryRoot, discovery.maxDepth, this.host.recognisers, {
+      appeared: (found, seenHr) => this.onAppeared(found, seenHr),
+      vanished: (rel) => this.onVanished(rel),
+    }, this.log, discovery.roots);
+  }
+
+  private schedule(): void {
+    this.task?.stop();
+    this.task = cron.schedule(this.config.discovery.reconcileSchedule, () => void this.reconcile(), { noOverlap: true });
   }
 
   /** Detection and alerts follow the inventory: containers are watched from the moment they are known. */
@@ -263,9 +295,12 @@ export class Daemon {
     // A container inotify found while the walk ran is not in it; and one the walk missed is
     // only gone if its directory is.
     for (const k of [...this.written.keys()]) if (!seen.has(k) && !this.inventory.has(k)) this.written.delete(k);
+    const roots = this.config.discovery.roots;
+    const underRoots = (p: string): boolean => roots.some((r) => r === '/' || p === r || p.startsWith(`${r}/`));
     for (const c of [...this.inventory.all()]) {
       if (seen.has(c.cgroupPath) || c.seenAt >= walkStart) continue;
-      if (fs.existsSync(cgroups.dir('pids', c.cgroupPath))) continue;
+      // Still there and still ours (a reload may have narrowed the roots): keep it.
+      if (underRoots(c.cgroupPath) && fs.existsSync(cgroups.dir('pids', c.cgroupPath))) continue;
       this.removeContainer(c.cgroupPath);
     }
     // One snapshot: applyAll yields, and the inventory may change before it returns.
@@ -391,8 +426,23 @@ export class Daemon {
     this.hooks.applied?.(c, r);
   }
 
-  /** SIGHUP: load the config again; an invalid one keeps the running config. */
-  async reload(): Promise<boolean> {
+  /** Start, reload and stop run one at a time, in the order asked (a SIGHUP storm is a queue). */
+  private serialized<T>(f: () => Promise<T>): Promise<T> {
+    const p = this.lifecycle.then(f);
+    this.lifecycle = p.catch(() => undefined);
+    return p;
+  }
+
+  /**
+   * SIGHUP: load the config again and apply it as a diff, without stopping detection and
+   * without forgetting any alert. An invalid one keeps the running config.
+   */
+  reload(): Promise<boolean> {
+    return this.serialized(() => this.applyReload());
+  }
+
+  private async applyReload(): Promise<boolean> {
+    if (!this.running) return false;
     if (!this.configFile) {
       this.log.warn('reload asked, but the daemon runs on built-in defaults (no --config file): nothing to reload');
       return false;
@@ -405,18 +455,41 @@ export class Daemon {
       this.log.error({ err: (err as Error).message }, 'reload failed: keeping the running config');
       return false;
     }
+    const prev = this.config;
+    const fixed = RESTART_ONLY.filter(([, get]) => JSON.stringify(get(prev)) !== JSON.stringify(get(next))).map(([key]) => key);
+    if (fixed.length > 0) {
+      this.log.error({ keys: fixed }, `reload refused: ${fixed.join(', ')} take effect only at a restart; keeping the running config`);
+      return false;
+    }
     this.log.info({ configFile: this.configFile }, 'reloading');
-    await this.stop();
     this.config = next;
-    // Not "removed": the containers are still there, and their alerts must not resolve.
-    this.inventory.removeAllListeners();
-    this.inventory.clear();
-    this.applied.clear();
-    await this.start();
+    const same = (get: (c: Config) => unknown): boolean => JSON.stringify(get(prev)) === JSON.stringify(get(next));
+    if (!same((c) => [c.kernel, c.mode])) await this.raisePidMax();
+    const { cgroups } = this.host;
+    this.engine!.reconfigure({ sweepIntervalMs: next.detection.sweepIntervalMs, kmsg: next.detection.kmsg, kmsgPath: next.paths.kmsg, inotify: next.detection.inotify && cgroups.version === 'v2' });
+    this.usage!.reconfigure(next.detection.warnings.intervalMs, next.detection.warnings);
+    await this.alerts!.reconfigure(next);
+    if (!same((c) => [c.discovery.roots, c.discovery.maxDepth, c.discovery.runtimes, c.discovery.extraPatterns])) {
+      this.host.recognisers = buildRecognisers(next.discovery.runtimes, next.discovery.extraPatterns);
+      this.live?.close();
+      this.live = this.newLiveDiscovery();
+    }
+    if (!same((c) => c.discovery.reconcileSchedule)) this.schedule();
+    if (!same((c) => c.metrics)) {
+      await this.metricsServer?.close();
+      this.metricsServer = undefined;
+      await this.serveMetrics();
+    }
+    await this.reconcile();
+    this.log.info({ containers: this.inventory.size, sinks: next.alerts.sinks.length, firing: this.alerts!.coalescer.size }, 'reloaded');
     return true;
   }
 
-  async stop(): Promise<void> {
+  stop(): Promise<void> {
+    return this.serialized(() => this.doStop());
+  }
+
+  private async doStop(): Promise<void> {
     this.running = false;
     this.task?.stop();
     this.task = undefined;

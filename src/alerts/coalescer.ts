@@ -92,13 +92,20 @@ const keyOf = (cgroupPath: string, kind: AlertKind): string => `${kind}\0${cgrou
 export class Coalescer {
   private readonly states = new Map<string, State>();
   private readonly now: () => number;
-  private readonly repeatMs: number;
-  private readonly resolveMs: number;
+  private repeatMs: number;
+  private resolveMs: number;
 
   constructor(private readonly opts: CoalescerOptions) {
     this.now = opts.now ?? Date.now;
     this.repeatMs = opts.repeatIntervalSeconds * 1000;
     this.resolveMs = opts.resolveAfterSeconds * 1000;
+  }
+
+  /** A reload: new intervals apply to the alerts already firing, which keep their state. */
+  reconfigure(o: Pick<CoalescerOptions, 'host' | 'repeatIntervalSeconds' | 'resolveAfterSeconds'>): void {
+    this.opts.host = o.host;
+    this.repeatMs = o.repeatIntervalSeconds * 1000;
+    this.resolveMs = o.resolveAfterSeconds * 1000;
   }
 
   /** A limit hit. Returns the messages to send now (a firing on the first event, maybe an update). */

@@ -160,10 +160,15 @@ export class Delivery {
     return jobs.length;
   }
 
-  /** New sink list: workers of removed sinks stop (their entries stay on disk), new ones start. */
-  async reload(sinks: SinkConfig[]): Promise<void> {
+  /**
+   * New sink list (a reload): workers of changed sinks restart with their queue; removed
+   * sinks' waiting entries are dropped and counted (they can never be delivered); new sinks
+   * start. Returns the names of the sinks that were added.
+   */
+  async reload(sinks: SinkConfig[]): Promise<string[]> {
     const next = new Map(sinks.map((c) => [sinkName(c), c]));
     if (next.size !== sinks.length) throw new Error('two sinks share a name; give each a distinct name');
+    const before = new Set(this.configs.map(sinkName));
     const stopping: Promise<void>[] = [];
     for (const [name, w] of this.workers) {
       const cfg = next.get(name);
@@ -172,11 +177,34 @@ export class Delivery {
       if (!cfg) this.firing.delete(name);
     }
     await Promise.all(stopping);
+    for (const name of before) {
+      if (next.has(name)) continue;
+      const n = await this.opts.outbox.discard(name);
+      if (n > 0) this.opts.log.warn({ sink: name, dropped: n }, 'sink removed by a reload: its undelivered entries were dropped');
+    }
     this.configs = sinks;
     if (this.started) {
       for (const cfg of sinks) if (!this.workers.has(sinkName(cfg))) this.startWorker(cfg);
-      this.reportOrphans();
     }
+    return [...next.keys()].filter((n) => !before.has(n));
+  }
+
+  /** Queues the alert for these sinks only (if they want it): a sink added by a reload gets what is firing. */
+  async enqueueTo(names: ReadonlySet<string>, alert: Alert): Promise<void> {
+    const now = this.now();
+    await Promise.all(
+      this.configs
+        .filter((cfg) => names.has(sinkName(cfg)) && sinkAccepts(cfg, alert))
+        .map((cfg) => {
+          const name = sinkName(cfg);
+          if (cfg.type === 'alertmanager') {
+            let m = this.firing.get(name);
+            if (!m) this.firing.set(name, (m = new Map()));
+            m.set(alert.fingerprint, { alert, lastAt: now });
+          }
+          return this.opts.outbox.enqueue(name, alert, now);
+        }),
+    );
   }
 
   stats(): Record<string, SinkStats> {

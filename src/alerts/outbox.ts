@@ -251,6 +251,21 @@ export class Outbox extends EventEmitter {
     }
   }
 
+  /**
+   * The sink is no longer configured (a reload removed it): its waiting entries can never be
+   * delivered. Drops them, counted as dropped; returns how many.
+   */
+  async discard(sink: string): Promise<number> {
+    const q = [...(this.queues.get(sink) ?? [])];
+    for (const e of q) {
+      this.remove(e);
+      this.droppedBySink.set(sink, (this.droppedBySink.get(sink) ?? 0) + 1);
+      this.emit('dropped', e);
+      await this.unlink(e);
+    }
+    return q.length;
+  }
+
   /** The oldest entry of the sink, left in place until ack(). */
   peek(sink: string): OutboxEntry | undefined {
     return this.queues.get(sink)?.[0];

@@ -91,6 +91,28 @@ export class AlertPipeline {
     this.outbox?.close();
   }
 
+  /**
+   * A reload: firing alerts keep their state and sequence and resolve as they would have,
+   * under the new intervals; sinks added get what is firing now, removed sinks' waiting
+   * entries are dropped (counted). In the send order, after everything already made.
+   */
+  reconfigure(config: Config): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.serial(async () => {
+        try {
+          const a = config.alerts;
+          this.o.config = config;
+          this.coalescer.reconfigure({ host: a.host ?? os.hostname(), repeatIntervalSeconds: a.repeatIntervalSeconds, resolveAfterSeconds: a.resolveAfterSeconds });
+          const added = new Set(await this.delivery.reload(a.sinks));
+          if (added.size > 0) for (const alert of this.coalescer.active()) await this.delivery.enqueueTo(added, alert);
+          resolve();
+        } catch (err) {
+          reject(err as Error);
+        }
+      });
+    });
+  }
+
   containerAdded(c: Container): void {
     const p = this.names.lookup(c).then((info) => {
       this.nameInfo.set(c.id, info);

@@ -91,6 +91,41 @@ export class DetectionEngine extends EventEmitter {
     this.sweepTimer.unref();
   }
 
+  /**
+   * A reload: the sweep interval, kmsg on/off or its path, inotify on/off, in place. Counters,
+   * baselines and held events stay, so nothing that happens meanwhile is lost or repeated.
+   */
+  reconfigure(o: Pick<EngineOptions, 'sweepIntervalMs' | 'kmsg' | 'kmsgPath' | 'inotify'>): void {
+    if (o.sweepIntervalMs !== this.o.sweepIntervalMs) {
+      this.o.sweepIntervalMs = o.sweepIntervalMs;
+      if (this.sweepTimer) {
+        clearInterval(this.sweepTimer);
+        this.sweepTimer = setInterval(() => void this.sweep(), o.sweepIntervalMs);
+        this.sweepTimer.unref();
+      }
+    }
+    if (o.kmsg !== this.o.kmsg || o.kmsgPath !== this.o.kmsgPath) {
+      this.kmsgReader?.stop();
+      this.kmsgReader = undefined;
+      this.o.kmsg = o.kmsg;
+      this.o.kmsgPath = o.kmsgPath;
+      if (o.kmsg && this.running) this.startKmsg();
+    }
+    if (o.inotify !== this.o.inotify) {
+      this.o.inotify = o.inotify;
+      for (const w of this.watched.values()) {
+        for (const x of w.watches) x.close();
+        w.watches = [];
+        for (const f of w.refused?.keys() ?? []) watchHealth.settled(f);
+        w.refused = undefined;
+        if (!o.inotify) continue;
+        const files = this.o.cgroups.eventFiles(w.path);
+        if (files.pids) this.watchEventFile(w, files.pids, 'pids');
+        if (files.memory) this.watchEventFile(w, files.memory, 'memory');
+      }
+    }
+  }
+
   stop(): void {
     this.running = false;
     if (this.sweepTimer) clearInterval(this.sweepTimer);

@@ -62,6 +62,18 @@ export class UsageMonitor extends EventEmitter {
 
   stop(): void {
     if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** A reload: new interval and thresholds, keeping what is raised and the last readings. */
+  reconfigure(intervalMs: number, thresholds: WarningThresholds): void {
+    this.warnings.setThresholds(thresholds);
+    if (intervalMs === this.o.intervalMs) return;
+    this.o.intervalMs = intervalMs;
+    if (this.timer) {
+      this.stop();
+      this.start();
+    }
   }
 
   /** The container is gone: its warnings end with it (the alert pipeline resolves them). */

@@ -46,7 +46,12 @@ export function nextWarningState(raised: boolean, value: number, limit: Limit | 
 export class WarningTracker {
   private readonly raised = new Map<string, WarningSample>();
 
-  constructor(private readonly t: WarningThresholds) {}
+  constructor(private t: WarningThresholds) {}
+
+  /** New thresholds (a reload): raised warnings stay raised until a sample clears them. */
+  setThresholds(t: WarningThresholds): void {
+    this.t = t;
+  }
 
   private percentFor(kind: WarningKind): number {
     return kind === 'pids-warning' ? this.t.pidsPercent : kind === 'memory-warning' ? this.t.memoryPercent : this.t.hostTasksPercent;

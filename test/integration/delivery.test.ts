@@ -255,7 +255,7 @@ test('timeout is retried; stop() aborts a hanging request and keeps the entry on
   await outbox.close();
 });
 
-test('per-sink filters at enqueue; removed sink keeps its entries; throughput to a local receiver', async (t) => {
+test('per-sink filters at enqueue; a sink removed by a reload drops its entries (counted), an unknown one on disk is kept; throughput to a local receiver', async (t) => {
   const dir = tmp();
   const rx = await receiver(() => 200);
   const { log, records } = captureLogger();
@@ -281,13 +281,27 @@ test('per-sink filters at enqueue; removed sink keeps its entries; throughput to
   const slackReq = rx.got.find((r) => JSON.parse(r.body.toString()).text !== undefined)!;
   assert.match(JSON.parse(slackReq.body.toString()).text, /^\[CRITICAL\] h1: container c1/);
 
-  await d.reload([all]);
-  await outbox.enqueue(sinkName(critical), alert(3));
-  await d.reload([all]);
-  await new Promise((r) => setTimeout(r, 50));
-  assert.equal(outbox.depth(sinkName(critical)), 1, 'kept on disk');
-  assert.ok(records().some((r) => r.msg === 'outbox has entries for a sink that is not configured; kept on disk' && r.sink === sinkName(critical)));
+  // A reload that removes a sink drops what it still had waiting, counted and logged.
+  // (Stopped, so the entry is still waiting when the reload comes.)
   await d.stop();
+  await outbox.enqueue(sinkName(critical), alert(3));
+  const dropped: string[] = [];
+  outbox.on('dropped', (e: { sink: string }) => dropped.push(e.sink));
+  assert.deepEqual(await d.reload([all]), []);
+  assert.equal(outbox.depth(sinkName(critical)), 0, 'a removed sink keeps nothing');
+  assert.equal(outbox.dropped(sinkName(critical)), 1);
+  assert.deepEqual(dropped, [sinkName(critical)]);
+  assert.ok(records().some((r) => r.msg === 'sink removed by a reload: its undelivered entries were dropped' && r.sink === sinkName(critical) && r.dropped === 1));
+  assert.deepEqual(await d.reload([all, critical]), [sinkName(critical)], 'the added sink is named');
+  await d.stop();
+
+  // Entries on disk for a sink the config does not have (a restart with another config): kept.
+  await outbox.enqueue('gone-sink', alert(4));
+  const d2 = new Delivery({ outbox, sinks: [all], log });
+  d2.start();
+  assert.equal(outbox.depth('gone-sink'), 1, 'kept on disk');
+  assert.ok(records().some((r) => r.msg === 'outbox has entries for a sink that is not configured; kept on disk' && r.sink === 'gone-sink'));
+  await d2.stop();
   await outbox.close();
   await rx.close();
 });

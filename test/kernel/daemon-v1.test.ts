@@ -262,7 +262,7 @@ test('SIGHUP: an invalid config is refused and the daemon keeps running; a valid
   d.writeConfig(merge(cfg, { policy: { pidsPerCore: 512 } }));
   d.proc.kill('SIGHUP');
   assert.notEqual(await waitPidsMax(rel, '3072', 5000, 20), null, `after reload with pidsPerCore 512, pids.max is ${readPidsMax(rel)}`);
-  await d.waitForLog((l) => d.logs.indexOf(l) >= before && l.msg === 'detection running', 5000);
+  await d.waitForLog((l) => d.logs.indexOf(l) >= before && l.msg === 'reloaded', 5000);
 
   // Raising: pidsPerCore 2048 -> 12288. The 3072 is the daemon's own earlier value, not an
   // operator's deliberate lower limit.

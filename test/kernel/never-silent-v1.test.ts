@@ -14,7 +14,7 @@ import path from 'node:path';
 import { exited, makeV1Cgroup, spawnInCgroup, v1Dir } from '../helpers/v1-cgroups';
 import { runCli, startDaemon, startWebhookReceiver } from '../helpers/daemon';
 import YAML from 'yaml';
-import { BOMB, HMAC_ENV, config, daemon, defer, hex64, makeContainer, readPidsMax, ready, stateDir, testRoot, waitPidsMax, webhookSink } from '../helpers/v1-daemon';
+import { BOMB, HMAC_ENV, config, daemon, defer, hex64, makeContainer, merge, readPidsMax, ready, stateDir, testRoot, waitPidsMax, webhookSink } from '../helpers/v1-daemon';
 
 function writeTempConfig(t: Parameters<typeof defer>[0], cfg: unknown): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cgwd-cfg-'));
@@ -221,3 +221,72 @@ test('first, do no harm: a container already running more tasks than its policy 
   assert.equal(resolved.alert.fingerprint, alert.alert.fingerprint);
   assert.equal(d.proc.exitCode, null);
 });
+
+test('SIGHUP while an alert fires: the new sink gets it, the resolution arrives there with the next sequence, under the new intervals; a SIGHUP storm loses nothing', async (t) => {
+  ready();
+  const root = testRoot(t);
+  const id = hex64();
+  const rel = `${root}/docker/${id}`;
+  makeContainer(rel);
+  const a = await receiver(t);
+  const b = await startWebhookReceiver({ hmacSecret: a.env[HMAC_ENV] });
+  defer(t, () => b.close());
+  const base = await config(root, stateDir(t), { policy: { overrides: [{ pathPattern: `^${root}/docker/`, pidsMax: 20 }] } });
+  const first = merge(base, { alerts: { repeatIntervalSeconds: 60, resolveAfterSeconds: 600, sinks: [webhookSink(a.hook.url)] } });
+  const d = await daemon(t, first, { env: a.env });
+  assert.notEqual(await waitPidsMax(rel, '20', 5000), null);
+  const bomb = spawnInCgroup(rel, ['pids'], '/usr/bin/perl', BOMB);
+  defer(t, () => bomb.kill('SIGKILL'));
+  const fired = await a.hook.waitFor((x) => x.alert?.kind === 'pids-max', 5000);
+
+  // A storm of reloads with the same file while the bomb runs: serialized, nothing lost.
+  // (Signals of one kind do not queue: several sent at once may arrive as one, so pace them.)
+  const reloadsBefore = d.logs.filter((l) => l.msg === 'reloaded').length;
+  for (let i = 0; i < 10; i++) {
+    d.proc.kill('SIGHUP');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  await d.waitForLog(() => d.logs.filter((l) => l.msg === 'reloaded').length >= reloadsBefore + 5, 15_000).catch((e: Error) => {
+    throw new Error(`${e.message}\nreload lines: ${JSON.stringify(d.logs.filter((l) => /reload/.test(l.msg ?? '')).map((l) => [l.msg, l.err, l.keys]))}`);
+  });
+  assert.equal(d.proc.exitCode, null);
+
+  // Now the sink's URL (a new sink) and the intervals change.
+  d.writeConfig(merge(base, { alerts: { repeatIntervalSeconds: 1, resolveAfterSeconds: 2, sinks: [webhookSink(b.url)] } }));
+  d.proc.kill('SIGHUP');
+  const atB = await b.waitFor((x) => x.alert?.fingerprint === fired.alert.fingerprint, 5000);
+  assert.equal(atB.alert.state, 'firing', 'the new sink gets the alert already firing');
+  assert.equal(atB.hmacOk, true);
+  // The new repeat interval (1 s) applies to it: an update with the running count.
+  const update = await b.waitFor((x) => x.alert?.fingerprint === fired.alert.fingerprint && x.alert.sequence > atB.alert.sequence, 5000);
+  assert.ok(update.alert.counters.eventsTotal > fired.alert.counters.eventsTotal);
+  bomb.kill('SIGKILL');
+  await removeTasks(rel);
+  const resolved = await b.waitFor((x) => x.alert?.fingerprint === fired.alert.fingerprint && x.alert.state === 'resolved', 10_000);
+  const seqs = b.received.filter((x) => x.alert?.fingerprint === fired.alert.fingerprint).map((x) => x.alert.sequence);
+  t.diagnostic(`sequences at the new sink: ${seqs.join(', ')}; at the old one: ${a.hook.received.map((x) => x.alert.sequence).join(', ')}`);
+  assert.equal(resolved.alert.sequence, Math.max(...seqs), 'the resolution carries the next sequence number');
+  assert.deepEqual(seqs, [...seqs].sort((x, y) => x - y), 'sequences only grow');
+  assert.equal(new Set(seqs).size, seqs.length);
+  const mine = (x: { alert?: { fingerprint?: string; sequence?: number } }): boolean => x.alert?.fingerprint === fired.alert.fingerprint && x.alert?.sequence === 1;
+  assert.equal(a.hook.received.filter(mine).length, 1, 'reloads never restarted the alert');
+  // The new sink got the alert as it stood (the same message), not a new one.
+  assert.equal(atB.alert.idempotencyKey, a.hook.received.filter((x) => x.alert?.fingerprint === fired.alert.fingerprint).at(-1)!.alert.idempotencyKey);
+  assert.equal(atB.alert.startsAt, fired.alert.startsAt);
+});
+
+async function removeTasks(rel: string): Promise<void> {
+  const tasks = path.join(v1Dir('pids', rel), 'tasks');
+  for (let i = 0; i < 100; i++) {
+    const pids = fs.readFileSync(tasks, 'utf8').split('\n').filter(Boolean);
+    if (pids.length === 0) return;
+    for (const p of pids) {
+      try {
+        process.kill(Number(p), 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
