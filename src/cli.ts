@@ -93,6 +93,14 @@ async function main(argv: string[]): Promise<number> {
   }
 
   const log = createLogger(loaded.config.logLevel);
+  // Every callback from the outside handles its own errors; what still escapes is a bug. A
+  // rejected promise is logged and survived (detection goes on); an exception thrown out of a
+  // callback leaves state unknown: log it and exit non-zero, for systemd to restart us.
+  process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled promise rejection (a bug): logged, the daemon goes on'));
+  process.on('uncaughtException', (err) => {
+    log.fatal({ err }, 'uncaught exception (a bug): exiting for a clean restart');
+    process.exit(70);
+  });
   const daemon = new Daemon(loaded.config, loaded.file, log);
   try {
     await daemon.start();

@@ -119,7 +119,7 @@ export class Daemon {
       this.log.warn({ sumContainersPidsMax: report.sumContainersPidsMax, pidMax: report.pidMax }, 'containers together may use more PIDs than kernel.pid_max allows');
     }
 
-    this.schedule();
+    await this.schedule();
     this.engine!.start();
     this.usage!.start();
     this.log.info({ inotify: config.detection.inotify && cgroups.version === 'v2', kmsg: config.detection.kmsg, sweepIntervalMs: config.detection.sweepIntervalMs, sinks: config.alerts.sinks.length }, 'detection running');
@@ -153,8 +153,8 @@ export class Daemon {
     }, this.log, discovery.roots);
   }
 
-  private schedule(): void {
-    this.task?.stop();
+  private async schedule(): Promise<void> {
+    await this.task?.stop();
     this.task = cron.schedule(this.config.discovery.reconcileSchedule, () => void this.reconcile(), { noOverlap: true });
   }
 
@@ -474,7 +474,7 @@ export class Daemon {
       this.live?.close();
       this.live = this.newLiveDiscovery();
     }
-    if (!same((c) => c.discovery.reconcileSchedule)) this.schedule();
+    if (!same((c) => c.discovery.reconcileSchedule)) await this.schedule();
     if (!same((c) => c.metrics)) {
       await this.metricsServer?.close();
       this.metricsServer = undefined;
@@ -491,7 +491,7 @@ export class Daemon {
 
   private async doStop(): Promise<void> {
     this.running = false;
-    this.task?.stop();
+    await this.task?.stop();
     this.task = undefined;
     for (const t of this.settleTimers) clearTimeout(t);
     this.settleTimers.clear();

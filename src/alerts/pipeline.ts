@@ -88,7 +88,7 @@ export class AlertPipeline {
     this.removals.clear();
     await this.chain;
     await this.delivery?.stop();
-    this.outbox?.close();
+    await this.outbox?.close();
   }
 
   /**
