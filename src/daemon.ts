@@ -68,6 +68,7 @@ export class Daemon {
   readonly metrics = new DaemonMetricsState(this);
   metricsServer?: MetricsServer;
   private kmsgSeen = { parsed: 0, unparsed: 0, wrapped: 0 };
+  private kmsgRestartsSeen = 0;
   /** Last applied result per cgroup path (pids.max, policy value, cores) for metrics and alerts. */
   readonly applied = new Map<string, ApplyResult>();
   /** What we wrote to each container's pids.max (see decide(): our own value is not "existing"). */
@@ -210,6 +211,9 @@ export class Daemon {
       dm.watchesActive.set({ type: 'cgroup-dirs' }, this.live?.watchCount ?? 0);
       dm.watchesActive.set({ type: 'open-counter-files' }, w.openFiles);
       dm.outboxDepth.set(alerts.outbox?.depth() ?? 0);
+      for (const [source, up] of Object.entries(engine.sourcesUp())) dm.sourceUp.set({ source }, up ? 1 : 0);
+      if (engine.stats.kmsgRestarts > this.kmsgRestartsSeen) dm.kmsgRestartsTotal.inc(engine.stats.kmsgRestarts - this.kmsgRestartsSeen);
+      this.kmsgRestartsSeen = engine.stats.kmsgRestarts;
       const k = engine.stats.kmsgRecords;
       for (const result of ['parsed', 'unparsed', 'wrapped'] as const) {
         if (k[result] > this.kmsgSeen[result]) dm.kmsgRecordsTotal.inc({ result }, k[result] - this.kmsgSeen[result]);

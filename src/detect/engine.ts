@@ -13,6 +13,9 @@ import { EventMerger } from './merge';
 import { Yielder } from '../yielder';
 
 const FULL_SWEEP_EVERY = 10;
+/** A kmsg reader that stopped is started again after this, doubling up to the max. */
+const KMSG_RETRY_MIN_MS = 1000;
+const KMSG_RETRY_MAX_MS = 60_000;
 
 export interface EngineOptions {
   cgroups: CgroupFs;
@@ -31,6 +34,8 @@ export interface EngineOptions {
 
 export interface EngineStats {
   kmsgRecords: { parsed: number; unparsed: number; wrapped: number };
+  /** Times the kmsg reader was restarted (its `cat` child died, or the reader stopped on an error). */
+  kmsgRestarts: number;
   sweeps: number;
   lastSweepMs: number;
 }
@@ -70,7 +75,9 @@ export class DetectionEngine extends EventEmitter {
   private sweepTimer?: NodeJS.Timeout;
   private sweeping = false;
   private readonly pendingOom = new Map<number, { rec: OomKill; kernelAt: number; timer: NodeJS.Timeout }>();
-  readonly stats: EngineStats = { kmsgRecords: { parsed: 0, unparsed: 0, wrapped: 0 }, sweeps: 0, lastSweepMs: 0 };
+  readonly stats: EngineStats = { kmsgRecords: { parsed: 0, unparsed: 0, wrapped: 0 }, kmsgRestarts: 0, sweeps: 0, lastSweepMs: 0 };
+  private kmsgRetry?: NodeJS.Timeout;
+  private kmsgBackoffMs = KMSG_RETRY_MIN_MS;
   running = false;
 
   constructor(private readonly o: EngineOptions) {
@@ -129,6 +136,8 @@ export class DetectionEngine extends EventEmitter {
   stop(): void {
     this.running = false;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    if (this.kmsgRetry) clearTimeout(this.kmsgRetry);
+    this.kmsgRetry = undefined;
     this.kmsgReader?.stop();
     for (const p of this.pendingOom.values()) clearTimeout(p.timer);
     this.pendingOom.clear();
@@ -356,21 +365,61 @@ export class DetectionEngine extends EventEmitter {
 
   // ---- /dev/kmsg ----------------------------------------------------------------------
 
+  /** Which of the enabled sources are doing their job now (cgwatchdog_source_up). */
+  sourcesUp(): Partial<Record<'kmsg' | 'inotify' | 'sweep', boolean>> {
+    const lag = this.lastSweepAt ? Date.now() - this.lastSweepAt : 0;
+    const up: Partial<Record<'kmsg' | 'inotify' | 'sweep', boolean>> = { sweep: this.running && lag <= this.o.sweepIntervalMs * 5 + 5000 };
+    if (this.o.kmsg) up.kmsg = this.kmsgReader?.running === true;
+    if (this.o.inotify) up.inotify = watchHealth.degraded() === undefined;
+    return up;
+  }
+
+  /**
+   * The kmsg reader, supervised: its `cat` child is restarted by the reader itself; a reader
+   * that stopped (an open or read error) is started again here with backoff, and every
+   * restart is counted. Meanwhile the sweep counts what kmsg would have prompted.
+   */
   private startKmsg(): void {
     const r = new KmsgReader({ path: this.o.kmsgPath });
     this.kmsgReader = r;
-    r.on('record', (rec: KmsgRecord) => this.onKmsg(rec));
+    r.on('record', (rec: KmsgRecord) => {
+      this.kmsgBackoffMs = KMSG_RETRY_MIN_MS;
+      this.onKmsg(rec);
+    });
     r.on('unparsed', () => this.stats.kmsgRecords.unparsed++);
     r.on('wrapped', (lost: number) => {
       this.stats.kmsgRecords.wrapped++;
       this.o.log.warn({ lost }, 'the kernel log wrapped past us: records lost; the counter sweep still counts');
     });
-    r.on('error', (err: Error) => this.o.log.error({ err: err.message, path: this.o.kmsgPath }, 'kmsg reader failed; the counter sweep goes on'));
+    r.on('restarted', (why: string) => {
+      this.stats.kmsgRestarts++;
+      this.o.log.warn({ path: this.o.kmsgPath, why: why || undefined, restarts: this.stats.kmsgRestarts }, 'kmsg reader child ended: following the kernel log again');
+    });
+    r.on('error', (err: Error) => {
+      this.o.log.error({ err: err.message, path: this.o.kmsgPath }, 'kmsg reader failed; the counter sweep goes on');
+      if (!r.running) this.retryKmsg(r);
+    });
     try {
       r.start();
     } catch (err) {
-      this.o.log.error({ err: (err as Error).message, path: this.o.kmsgPath }, 'cannot read the kernel log; detection goes on through inotify and the sweep');
+      this.o.log.error({ err: (err as Error).message, path: this.o.kmsgPath, retryInMs: this.kmsgBackoffMs }, 'cannot read the kernel log; detection goes on through inotify and the sweep, retrying');
+      this.retryKmsg(r);
     }
+  }
+
+  private retryKmsg(r: KmsgReader): void {
+    if (this.kmsgRetry || this.kmsgReader !== r || !this.running) return;
+    const delay = this.kmsgBackoffMs;
+    this.kmsgBackoffMs = Math.min(KMSG_RETRY_MAX_MS, delay * 2);
+    this.kmsgRetry = setTimeout(() => {
+      this.kmsgRetry = undefined;
+      if (!this.running || this.kmsgReader !== r || !this.o.kmsg) return;
+      r.removeAllListeners();
+      r.stop();
+      this.stats.kmsgRestarts++;
+      this.startKmsg();
+    }, delay);
+    this.kmsgRetry.unref();
   }
 
   /** The kernel's timestamp (µs of CLOCK_MONOTONIC) as ms since epoch. */

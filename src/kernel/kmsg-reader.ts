@@ -24,6 +24,8 @@ export interface KmsgReaderEvents {
   unparsed: [text: string];
   /** Records were lost (the ring buffer wrapped past us): how many, from the sequence gap. */
   wrapped: [lost: number];
+  /** The `cat` child ended and is started again (its stderr tail). */
+  restarted: [why: string];
   /** A read failed in a way other than EAGAIN/EPIPE; the reader has stopped. */
   error: [err: Error];
   /** Caught up with "now": records written from here on are reported. */
@@ -150,6 +152,7 @@ export class KmsgReader extends EventEmitter<KmsgReaderEvents> {
       this.restarts = [...this.restarts.filter((t) => now - t < 10_000), now];
       const delay = this.restarts.length > 5 ? 2000 : 0;
       if (this.restarts.length > 5) this.emit('error', new Error(`${this.catPath} ${this.path} keeps exiting: ${stderr.trim() || 'no message'}; retrying`));
+      this.emit('restarted', stderr.trim());
       this.restartTimer = setTimeout(() => this.follow(), delay);
       this.restartTimer.unref();
     });

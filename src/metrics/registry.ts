@@ -62,6 +62,8 @@ export interface DaemonMetrics {
   alertsTotal: Counter<'sink' | 'outcome'>;
   outboxDepth: Gauge;
   outboxDroppedTotal: Counter;
+  sourceUp: Gauge<'source'>;
+  kmsgRestartsTotal: Counter;
   watchFailuresTotal: Counter<'code'>;
   watchesActive: Gauge<'type'>;
   sweepDurationSeconds: Histogram;
@@ -177,6 +179,8 @@ export function createMetrics(source: MetricsSource, opts: CreateMetricsOptions 
     alertsTotal: new Counter({ name: `${P}alerts_total`, help: 'Alert deliveries by sink and outcome.', labelNames: ['sink', 'outcome'], registers }),
     outboxDepth: new Gauge({ name: `${P}outbox_depth`, help: 'Alerts waiting in the outbox.', registers }),
     outboxDroppedTotal: new Counter({ name: `${P}outbox_dropped_total`, help: 'Alerts dropped because the outbox was full.', registers }),
+    sourceUp: new Gauge({ name: `${P}source_up`, help: 'Whether each detection source (kmsg, inotify, sweep) is doing its job: 1 up, 0 down or degraded.', labelNames: ['source'], registers }),
+    kmsgRestartsTotal: new Counter({ name: `${P}kmsg_restarts_total`, help: 'Times the /dev/kmsg reader was started again after it died.', registers }),
     watchFailuresTotal: new Counter({ name: `${P}watch_failures_total`, help: 'inotify watches refused (ENOSPC: fs.inotify.max_user_watches reached; EMFILE; EACCES), by errno code. What is not watched is rescanned and swept.', labelNames: ['code'], registers }),
     watchesActive: new Gauge({ name: `${P}watches_active`, help: 'Active inotify watches by type.', labelNames: ['type'], registers }),
     sweepDurationSeconds: new Histogram({ name: `${P}sweep_duration_seconds`, help: 'Duration of one counter sweep.', buckets: DURATION_BUCKETS, registers }),

@@ -290,3 +290,39 @@ async function removeTasks(rel: string): Promise<void> {
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+test('the kmsg reader killed: it is restarted and counted, and the next fork rejection is still seen through kmsg', async (t) => {
+  ready();
+  const root = testRoot(t);
+  const rel = `${root}/docker/${hex64()}`;
+  makeContainer(rel);
+  const { hook, env } = await receiver(t);
+  const cfg = await config(root, stateDir(t), { policy: { overrides: [{ pathPattern: `^${root}/docker/`, pidsMax: 20 }] }, alerts: { sinks: [webhookSink(hook.url)] } });
+  const d = await daemon(t, cfg, { env });
+  const catChild = (): number | undefined => {
+    for (const tid of fs.readdirSync(`/proc/${d.proc.pid}/task`)) {
+      for (const c of fs.readFileSync(`/proc/${d.proc.pid}/task/${tid}/children`, 'utf8').split(' ').filter(Boolean)) {
+        if (fs.readFileSync(`/proc/${c}/cmdline`, 'utf8').split('\0').includes('/dev/kmsg')) return Number(c);
+      }
+    }
+    return undefined;
+  };
+  const first = catChild();
+  assert.ok(first, 'no kmsg reader child');
+  process.kill(first, 'SIGKILL');
+  await d.waitForLog((l) => l.msg === 'kmsg reader child ended: following the kernel log again', 5000);
+  let second: number | undefined;
+  for (let i = 0; i < 100 && (second = catChild()) === undefined; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.ok(second && second !== first, 'the reader was not started again');
+  await new Promise((r) => setTimeout(r, 1500)); // a sweep sets the metrics
+  const metrics = await (await fetch(`http://${cfg.metrics.listen}/metrics`)).text();
+  assert.match(metrics, /^cgwatchdog_kmsg_restarts_total 1$/m);
+  assert.match(metrics, /^cgwatchdog_source_up\{source="kmsg"\} 1$/m);
+  assert.match(metrics, /^cgwatchdog_source_up\{source="sweep"\} 1$/m);
+
+  assert.notEqual(await waitPidsMax(rel, '20', 5000), null);
+  const bomb = spawnInCgroup(rel, ['pids'], '/usr/bin/perl', BOMB);
+  defer(t, () => bomb.kill('SIGKILL'));
+  const got = await hook.waitFor((x) => x.alert?.kind === 'pids-max', 5000);
+  assert.ok(got.alert.sources.includes('kmsg'), `seen by ${got.alert.sources.join(', ')}`);
+});
