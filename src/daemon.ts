@@ -113,6 +113,8 @@ export class Daemon {
     const t0 = process.hrtime.bigint();
     await this.reconcile();
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+    // Alerts restored from an earlier run whose container went while we were down end now.
+    this.alerts!.resolveRestored((p) => this.inventory.owner(p) !== undefined || this.inventory.isPod(p));
     // In observe mode the limits stay as they are: report what is, not what would be.
     const report = await hostPidsReport(config.paths.procRoot, [...this.applied.values()].map((r) => (r.written ? r.newPidsMax : r.oldPidsMax)));
     this.log.info({ containers: this.inventory.size, watches: this.live.watchCount, startMs: Math.round(ms), ...report }, 'initial reconcile done');

@@ -67,6 +67,25 @@ export interface AlertKey {
   kind: AlertKind;
 }
 
+/** A condition's state as saved across restarts (alert-state.json). */
+export interface SavedAlertState {
+  kind: AlertKind;
+  cgroupPath: string;
+  containerId?: string;
+  fingerprint: string;
+  startsAt: number;
+  sequence: number;
+  lastSentAt: number;
+  lastEventAt: number;
+  pending: number;
+  total: number;
+  sources: string[];
+  victim?: OomVictim;
+  given?: AlertContext;
+  identity?: Alert['identity'];
+  limitScope?: LimitScope;
+}
+
 interface State {
   kind: AlertKind;
   cgroupPath: string;
@@ -168,6 +187,30 @@ export class Coalescer {
 
   get size(): number {
     return this.states.size;
+  }
+
+  /** Every condition's state, to save (a restart or kill -9 must not orphan a firing alert). */
+  snapshot(): SavedAlertState[] {
+    return [...this.states.values()].map((s) => ({ ...s, sources: [...s.sources] }));
+  }
+
+  /** States saved by an earlier run: they go on from their sequence number. */
+  restore(saved: SavedAlertState[]): void {
+    for (const s of saved) {
+      const k = keyOf(s.cgroupPath, s.kind);
+      if (!this.states.has(k)) this.states.set(k, { ...s, sources: new Set(s.sources) });
+    }
+  }
+
+  /** Resolve at once the conditions whose subject `keep` says is gone (after a restart). */
+  resolveWhere(gone: (cgroupPath: string) => boolean): Alert[] {
+    const out: Alert[] = [];
+    for (const [k, s] of this.states) {
+      if (!gone(s.cgroupPath)) continue;
+      this.states.delete(k);
+      out.push(this.build(s, 'resolved'));
+    }
+    return out;
   }
 
   private observe(

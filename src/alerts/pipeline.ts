@@ -11,7 +11,8 @@ import type { Inventory } from '../discovery/inventory';
 import { topCommands } from '../kernel/proc';
 import type { Logger } from '../log';
 import type { Alert } from './alert';
-import { Coalescer, type AlertContext } from './coalescer';
+import { Coalescer, type AlertContext, type SavedAlertState } from './coalescer';
+import { StateFile } from '../state/state-file';
 import { Delivery } from './delivery';
 import { NameResolver, type NameInfo } from './names';
 import { Outbox } from './outbox';
@@ -32,6 +33,14 @@ const NAME_WAIT_MS = 500;
  * must join the same alert instead of opening one that would only resolve on quiet.
  */
 const REMOVAL_GRACE_MS = 3000;
+/** Alert states are saved at most this long after a message (a burst is one write). */
+const SAVE_DELAY_MS = 100;
+const ALERT_STATE_FORMAT = 1;
+
+function migrateAlertState(data: Record<string, unknown>, version: number): { alerts: SavedAlertState[] } | null {
+  if (version !== 1 || !Array.isArray(data.alerts)) return null;
+  return { alerts: data.alerts as SavedAlertState[] };
+}
 
 export interface PipelineOptions {
   config: Config;
@@ -59,6 +68,8 @@ export class AlertPipeline {
   private readonly tops = new Map<string, { at: number; top: { comm: string; tasks: number }[] }>();
   private readonly contexts = new Map<string, AlertContext>();
   private ticker?: NodeJS.Timeout;
+  private saveTimer?: NodeJS.Timeout;
+  private stateFile?: StateFile<{ alerts: SavedAlertState[] }>;
   private readonly removals = new Set<NodeJS.Timeout>();
   private chain: Promise<unknown> = Promise.resolve();
 
@@ -78,6 +89,16 @@ export class AlertPipeline {
     this.outbox = await Outbox.open({ dir: config.alerts.outbox.dir ?? path.join(config.paths.stateDir, 'outbox'), maxEntries: config.alerts.outbox.maxEntries, log });
     this.delivery = new Delivery({ outbox: this.outbox, sinks: config.alerts.sinks, log, onOutcome: (sink, outcome) => this.o.onOutcome?.(sink, outcome) });
     this.delivery.start();
+    this.stateFile = new StateFile(config.paths.stateDir, 'alert-state.json', ALERT_STATE_FORMAT, migrateAlertState);
+    try {
+      const saved = this.stateFile.read();
+      if (saved) {
+        this.coalescer.restore(saved.alerts);
+        if (saved.alerts.length > 0) log.info({ alerts: saved.alerts.length }, 'alert states restored: firing alerts go on from their sequence numbers');
+      }
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'cannot restore alert states; alerts start afresh');
+    }
     this.ticker = setInterval(() => void this.tick(), 1000);
     this.ticker.unref();
   }
@@ -89,6 +110,7 @@ export class AlertPipeline {
     await this.chain;
     await this.delivery?.stop();
     await this.outbox?.close();
+    this.saveState();
   }
 
   /**
@@ -181,7 +203,32 @@ export class AlertPipeline {
     this.chain = this.chain.then(f).catch((err) => this.o.log.error({ err: (err as Error).message }, 'alert pipeline error'));
   }
 
+  /**
+   * After a restart: the restored alerts whose container (or pod) is not there any more
+   * resolve now, as they would have had we seen it go.
+   */
+  resolveRestored(known: (cgroupPath: string) => boolean): void {
+    this.serial(() => this.send(this.coalescer.resolveWhere((p) => p !== HOST_SUBJECT && !known(p))));
+  }
+
+  private scheduleSave(): void {
+    if (this.saveTimer) return;
+    this.saveTimer = setTimeout(() => this.saveState(), SAVE_DELAY_MS);
+    this.saveTimer.unref();
+  }
+
+  private saveState(): void {
+    if (this.saveTimer) clearTimeout(this.saveTimer);
+    this.saveTimer = undefined;
+    try {
+      this.stateFile?.write({ alerts: this.coalescer.snapshot() });
+    } catch (err) {
+      this.o.log.warn({ err: (err as Error).message }, 'cannot save alert states: a restart would start them afresh');
+    }
+  }
+
   private async send(alerts: Alert[]): Promise<void> {
+    if (alerts.length > 0) this.scheduleSave();
     for (const a of alerts) {
       this.o.log[a.state === 'firing' ? 'warn' : 'info']({ alert: { kind: a.kind, state: a.state, severity: a.severity, container: a.container, counters: a.counters, victim: a.victim, topCommands: a.topCommands } }, a.summary);
       this.o.onAlert?.(a);

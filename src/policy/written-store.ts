@@ -1,28 +1,38 @@
-import fs from 'node:fs';
-import path from 'node:path';
+import { StateFile } from '../state/state-file';
+
+/** Version 1 was a bare `{ "<cgroup>": value }` object; 2 puts it under `written`. */
+const FORMAT = 2;
+
+function migrate(data: Record<string, unknown>, version: number): { written: Record<string, number> } | null {
+  const raw = version === 0 ? data : version === 2 ? data.written : undefined;
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) return null;
+  const written: Record<string, number> = {};
+  for (const [k, v] of Object.entries(raw)) if (k.startsWith('/') && Number.isSafeInteger(v)) written[k] = v as number;
+  return { written };
+}
 
 /**
  * The pids.max values cgwatchdog itself wrote, by cgroup path, kept in the state directory so
  * that `existing: keep-lower` still tells our own earlier value from an operator's after a
  * restart (edit the config, restart the service: the new policy must apply). Written
- * atomically (temp + rename); a missing or unreadable file is an empty store.
+ * atomically (StateFile); a missing or unreadable file is an empty store.
  */
 export class WrittenStore extends Map<string, number> {
   private timer?: NodeJS.Timeout;
-  readonly file: string;
+  private readonly store: StateFile<{ written: Record<string, number> }>;
 
   constructor(stateDir: string, private readonly onError: (message: string) => void = () => {}) {
     super();
-    this.file = path.join(stateDir, 'written-pids-max.json');
+    this.store = new StateFile(stateDir, 'written-pids-max.json', FORMAT, migrate);
     try {
-      const data = JSON.parse(fs.readFileSync(this.file, 'utf8')) as unknown;
-      if (data && typeof data === 'object' && !Array.isArray(data)) {
-        for (const [k, v] of Object.entries(data)) if (k.startsWith('/') && Number.isSafeInteger(v)) super.set(k, v as number);
-      }
+      for (const [k, v] of Object.entries(this.store.read()?.written ?? {})) super.set(k, v);
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code !== 'ENOENT') onError(`ignoring ${this.file}: ${(err as Error).message}`);
+      onError(`ignoring it: ${(err as Error).message}`);
     }
+  }
+
+  get file(): string {
+    return this.store.file;
   }
 
   override set(key: string, value: number): this {
@@ -47,10 +57,7 @@ export class WrittenStore extends Map<string, number> {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     try {
-      fs.mkdirSync(path.dirname(this.file), { recursive: true });
-      const tmp = `${this.file}.tmp`;
-      fs.writeFileSync(tmp, JSON.stringify(Object.fromEntries(this)));
-      fs.renameSync(tmp, this.file);
+      this.store.write({ written: Object.fromEntries(this) });
     } catch (err) {
       this.onError(`cannot save ${this.file}: ${(err as Error).message}`);
     }

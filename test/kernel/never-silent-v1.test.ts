@@ -326,3 +326,43 @@ test('the kmsg reader killed: it is restarted and counted, and the next fork rej
   const got = await hook.waitFor((x) => x.alert?.kind === 'pids-max', 5000);
   assert.ok(got.alert.sources.includes('kmsg'), `seen by ${got.alert.sources.join(', ')}`);
 });
+
+test('kill -9 while an alert fires, then restart: the alert goes on from its sequence and resolves (a container removed meanwhile at once)', async (t) => {
+  ready();
+  const root = testRoot(t);
+  const stay = `${root}/docker/${hex64()}`;
+  const gone = `${root}/docker/${hex64()}`;
+  makeContainer(stay);
+  makeContainer(gone);
+  const { hook, env } = await receiver(t);
+  const state = stateDir(t);
+  const cfg = await config(root, state, {
+    policy: { overrides: [{ pathPattern: `^${root}/docker/`, pidsMax: 20 }] },
+    alerts: { repeatIntervalSeconds: 60, resolveAfterSeconds: 4, sinks: [webhookSink(hook.url)] },
+  });
+  const d1 = await daemon(t, cfg, { env });
+  assert.notEqual(await waitPidsMax(stay, '20', 5000), null);
+  assert.notEqual(await waitPidsMax(gone, '20', 5000), null);
+  const bombs = [stay, gone].map((rel) => spawnInCgroup(rel, ['pids'], '/usr/bin/perl', BOMB));
+  defer(t, () => bombs.forEach((b) => b.kill('SIGKILL')));
+  const f1 = await hook.waitFor((x) => x.alert?.kind === 'pids-max' && x.alert.container.cgroupPath === stay, 5000);
+  const f2 = await hook.waitFor((x) => x.alert?.kind === 'pids-max' && x.alert.container.cgroupPath === gone, 5000);
+  await new Promise((r) => setTimeout(r, 300)); // the state is saved within 100 ms of a message
+  await d1.kill9();
+
+  // While it is down: one container is removed, the other's bomb stops.
+  bombs.forEach((b) => b.kill('SIGKILL'));
+  await removeTasks(stay);
+  await removeTasks(gone);
+  for (const c of ['pids', 'cpu', 'cpuset', 'memory']) fs.rmdirSync(v1Dir(c, gone));
+
+  const d2 = await daemon(t, cfg, { env });
+  const restored = await d2.waitForLog((l) => l.msg === 'alert states restored: firing alerts go on from their sequence numbers', 5000);
+  assert.ok(restored.alerts >= 2);
+  const r2 = await hook.waitFor((x) => x.alert?.fingerprint === f2.alert.fingerprint && x.alert.state === 'resolved', 5000);
+  assert.equal(r2.alert.sequence, f2.alert.sequence + 1, 'the removed container\'s alert resolves with its next sequence');
+  const r1 = await hook.waitFor((x) => x.alert?.fingerprint === f1.alert.fingerprint && x.alert.state === 'resolved', 10_000);
+  assert.equal(r1.alert.sequence, f1.alert.sequence + 1);
+  assert.equal(r1.alert.startsAt, f1.alert.startsAt, 'the same alert, not a new one');
+  assert.equal(hook.received.filter((x) => x.alert?.fingerprint === f1.alert.fingerprint && x.alert.sequence === 1).length, 1);
+});
