@@ -107,6 +107,7 @@ export class Daemon {
     await this.raisePidMax();
     this.startDetection();
     await this.alerts!.start();
+    this.watchOutbox();
     await this.serveMetrics();
     this.live = this.newLiveDiscovery();
 
@@ -126,6 +127,23 @@ export class Daemon {
     this.engine!.start();
     this.usage!.start();
     this.log.info({ inotify: config.detection.inotify && cgroups.version === 'v2', kmsg: config.detection.kmsg, sweepIntervalMs: config.detection.sweepIntervalMs, sinks: config.alerts.sinks.length }, 'detection running');
+  }
+
+  /** Disk trouble on the state dir: logged when it starts and when it ends, counted. */
+  private watchOutbox(): void {
+    const ob = this.alerts!.outbox;
+    let failing = ob.lastWriteError !== undefined;
+    ob.on('write-failed', (err: NodeJS.ErrnoException) => {
+      this.metrics.daemon?.outboxWriteFailuresTotal.inc();
+      if (failing) return;
+      failing = true;
+      this.log.error({ code: err.code, err: err.message, dir: this.config.alerts.outbox.dir ?? path.join(this.config.paths.stateDir, 'outbox') }, 'the alert outbox cannot write to the state directory: alerts are delivered from memory (they would not survive a restart)');
+    });
+    ob.on('enqueued', () => {
+      if (!failing || ob.lastWriteError !== undefined) return;
+      failing = false;
+      this.log.info('the alert outbox writes to disk again');
+    });
   }
 
   private async raisePidMax(): Promise<void> {

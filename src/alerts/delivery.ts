@@ -13,6 +13,8 @@ import { WebhookSink } from './sinks/webhook';
 // keeps the entry at the head and waits (exponential backoff, full jitter); the entry stays
 // until delivered, rejected, or dropped by the outbox bound, so nothing is lost silently.
 
+export type DeliveryOutcome = 'delivered' | 'retried' | 'rejected' | 'dropped' | 'expired';
+
 export interface SinkStats {
   delivered: number;
   retried: number;
@@ -65,7 +67,9 @@ export interface DeliveryOptions {
   /** For tests: build sinks differently. */
   createSink?: (cfg: SinkConfig) => Sink;
   /** Called after each outcome, e.g. to update metrics. */
-  onOutcome?: (sink: string, outcome: 'delivered' | 'retried' | 'rejected' | 'dropped', entry: OutboxEntry) => void;
+  onOutcome?: (sink: string, outcome: DeliveryOutcome, entry: OutboxEntry) => void;
+  /** An entry its sink has not taken after this long is dropped ('expired'). Default: a day. */
+  ttlMs?: number;
 }
 
 interface Worker {
@@ -297,6 +301,12 @@ export class Delivery {
       if (entry.seq !== lastSeq) {
         attempt = 0;
         lastSeq = entry.seq;
+      }
+      if (this.now() - entry.enqueuedAt > (this.opts.ttlMs ?? 86_400_000)) {
+        await outbox.ack(entry);
+        log.error({ sink: name, seq: entry.seq, kind: entry.alert.kind, state: entry.alert.state, idempotencyKey: entry.alert.idempotencyKey, ageMs: this.now() - entry.enqueuedAt }, 'alert not delivered within the outbox TTL; dropped');
+        this.opts.onOutcome?.(name, 'expired', entry);
+        continue;
       }
       const ac = new AbortController();
       w.inflight = ac;

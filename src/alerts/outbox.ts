@@ -17,6 +17,8 @@ export interface OutboxEntry {
   /** ms since epoch. */
   enqueuedAt: number;
   alert: Alert;
+  /** Not on disk: the write failed (ENOSPC, EROFS, EIO); delivered from memory. */
+  memoryOnly?: boolean;
 }
 
 interface StoredEntry extends OutboxEntry {
@@ -31,6 +33,9 @@ export interface OutboxOptions {
   /** Also fsync the sink directory after the rename (durable across power loss). Default true. */
   fsyncDir?: boolean;
 }
+
+/** An update can go; the first firing of an alert and its resolution are what a consumer needs. */
+const expendable = (e: OutboxEntry): boolean => e.alert.state === 'firing' && e.alert.sequence > 1;
 
 const CORRUPT_DIR = 'corrupt';
 const SEQ_WIDTH = 16;
@@ -69,6 +74,11 @@ export class Outbox extends EventEmitter {
   private count = 0;
   private pendingWrites = 0;
   private closed = false;
+  /** Entries held in memory only because the disk refused them (ENOSPC, EROFS, EIO). */
+  private memoryOnly = 0;
+  /** The last write failed: the disk is in trouble (for /healthz). */
+  lastWriteError?: string;
+  writeFailures = 0;
 
   private constructor(private readonly opts: OutboxOptions) {
     super();
@@ -77,8 +87,20 @@ export class Outbox extends EventEmitter {
   /** Opens the outbox, loading what a previous run left. Bad files go to <dir>/corrupt/; never throws for them. */
   static async open(opts: OutboxOptions): Promise<Outbox> {
     const ob = new Outbox(opts);
-    await ob.load();
+    try {
+      await ob.load();
+    } catch (err) {
+      // A read-only or broken state dir must not stop alerting: run from memory, and say so.
+      ob.writeFailed(err);
+      opts.log.error({ dir: opts.dir, err: (err as Error).message }, 'outbox: cannot use the state directory; alerts are kept in memory until it works (they would not survive a restart)');
+    }
     return ob;
+  }
+
+  private writeFailed(err: unknown): void {
+    this.writeFailures++;
+    this.lastWriteError = (err as Error).message;
+    this.emit('write-failed', err);
   }
 
   private async load(): Promise<void> {
@@ -154,7 +176,16 @@ export class Outbox extends EventEmitter {
     const p = prev.then(async () => {
       try {
         while (this.count > 0 && this.count + 1 > this.opts.maxEntries) await this.dropOldest();
-        await this.write(dirName, entry);
+        try {
+          await this.write(dirName, entry);
+          this.lastWriteError = undefined;
+        } catch (err) {
+          // The disk said no (full, read-only, failing): deliver from memory rather than lose it.
+          this.writeFailed(err);
+          entry.memoryOnly = true;
+          this.memoryOnly++;
+          await fsp.rm(path.join(this.opts.dir, dirName, `${fileName(entry.seq)}.tmp`), { force: true }).catch(() => undefined);
+        }
         this.insert(entry);
       } finally {
         this.pendingWrites--;
@@ -206,12 +237,17 @@ export class Outbox extends EventEmitter {
     this.count++;
   }
 
+  /** The oldest update goes first; only when there is none, the oldest entry of all. */
   private async dropOldest(): Promise<void> {
     let oldest: OutboxEntry | undefined;
+    let oldestUpdate: OutboxEntry | undefined;
     for (const q of this.queues.values()) {
       const head = q[0];
       if (head && (!oldest || head.seq < oldest.seq)) oldest = head;
+      const u = q.find(expendable);
+      if (u && (!oldestUpdate || u.seq < oldestUpdate.seq)) oldestUpdate = u;
     }
+    oldest = oldestUpdate ?? oldest;
     if (!oldest) return;
     this.remove(oldest);
     this.droppedBySink.set(oldest.sink, (this.droppedBySink.get(oldest.sink) ?? 0) + 1);
@@ -239,15 +275,24 @@ export class Outbox extends EventEmitter {
     if (i < 0) return false;
     q.splice(i, 1);
     this.count--;
+    if (entry.memoryOnly) this.memoryOnly--;
     return true;
   }
 
+  /** Entries held in memory because the disk refused them. */
+  get inMemory(): number {
+    return this.memoryOnly;
+  }
+
   private async unlink(entry: OutboxEntry): Promise<void> {
+    if (entry.memoryOnly) return;
     const file = path.join(this.opts.dir, sinkDirName(entry.sink), fileName(entry.seq));
     try {
       await fsp.unlink(file);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      // EROFS, EIO: the entry is done with; a file left behind is sent again after a restart
+      // (at least once, de-duplicated by its idempotency key), never a stuck sink.
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.writeFailed(err);
     }
   }
 

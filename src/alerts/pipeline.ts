@@ -13,7 +13,7 @@ import type { Logger } from '../log';
 import type { Alert } from './alert';
 import { Coalescer, type AlertContext, type SavedAlertState } from './coalescer';
 import { StateFile } from '../state/state-file';
-import { Delivery } from './delivery';
+import { Delivery, type DeliveryOutcome } from './delivery';
 import { NameResolver, type NameInfo } from './names';
 import { Outbox } from './outbox';
 
@@ -48,7 +48,7 @@ export interface PipelineOptions {
   inventory: Inventory;
   usage: UsageMonitor;
   cgroups: CgroupFs;
-  onOutcome?: (sink: string, outcome: 'delivered' | 'retried' | 'rejected' | 'dropped') => void;
+  onOutcome?: (sink: string, outcome: DeliveryOutcome) => void;
   /** Each message as it is enqueued (metrics, tests). */
   onAlert?: (a: Alert) => void;
 }
@@ -87,7 +87,7 @@ export class AlertPipeline {
   async start(): Promise<void> {
     const { config, log } = this.o;
     this.outbox = await Outbox.open({ dir: config.alerts.outbox.dir ?? path.join(config.paths.stateDir, 'outbox'), maxEntries: config.alerts.outbox.maxEntries, log });
-    this.delivery = new Delivery({ outbox: this.outbox, sinks: config.alerts.sinks, log, onOutcome: (sink, outcome) => this.o.onOutcome?.(sink, outcome) });
+    this.delivery = new Delivery({ outbox: this.outbox, sinks: config.alerts.sinks, log, ttlMs: config.alerts.outbox.ttlSeconds * 1000, onOutcome: (sink, outcome) => this.o.onOutcome?.(sink, outcome) });
     this.delivery.start();
     this.stateFile = new StateFile(config.paths.stateDir, 'alert-state.json', ALERT_STATE_FORMAT, migrateAlertState);
     try {

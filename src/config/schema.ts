@@ -174,6 +174,7 @@ export const ConfigSchema = z
           .object({
             dir: z.string().startsWith('/').optional(), // default: <stateDir>/outbox
             maxEntries: positiveInt.default(10_000),
+            ttlSeconds: positiveInt.default(86_400), // an entry still undelivered after this is dropped (counted)
           })
           .strict()
           .prefault({}),

@@ -86,7 +86,11 @@ export class DaemonMetricsState implements MetricsSource {
   }
 
   detectionRunning() {
-    return this.d.engine?.health() ?? { ok: false, detail: 'detection not started' };
+    const h = this.d.engine?.health() ?? { ok: false, detail: 'detection not started' };
+    const ob = this.d.alerts?.outbox;
+    if (!ob?.lastWriteError) return h;
+    const disk = `alert outbox cannot write to disk (${ob.lastWriteError}): ${ob.inMemory} alerts held in memory`;
+    return { ...h, degraded: [...(h.degraded ?? []), disk] };
   }
 }
 

@@ -62,6 +62,7 @@ export interface DaemonMetrics {
   alertsTotal: Counter<'sink' | 'outcome'>;
   outboxDepth: Gauge;
   outboxDroppedTotal: Counter;
+  outboxWriteFailuresTotal: Counter;
   sourceUp: Gauge<'source'>;
   kmsgRestartsTotal: Counter;
   watchFailuresTotal: Counter<'code'>;
@@ -179,6 +180,7 @@ export function createMetrics(source: MetricsSource, opts: CreateMetricsOptions 
     alertsTotal: new Counter({ name: `${P}alerts_total`, help: 'Alert deliveries by sink and outcome.', labelNames: ['sink', 'outcome'], registers }),
     outboxDepth: new Gauge({ name: `${P}outbox_depth`, help: 'Alerts waiting in the outbox.', registers }),
     outboxDroppedTotal: new Counter({ name: `${P}outbox_dropped_total`, help: 'Alerts dropped because the outbox was full.', registers }),
+    outboxWriteFailuresTotal: new Counter({ name: `${P}outbox_write_failures_total`, help: 'Outbox writes the state directory refused (ENOSPC, EROFS, EIO); those alerts are delivered from memory.', registers }),
     sourceUp: new Gauge({ name: `${P}source_up`, help: 'Whether each detection source (kmsg, inotify, sweep) is doing its job: 1 up, 0 down or degraded.', labelNames: ['source'], registers }),
     kmsgRestartsTotal: new Counter({ name: `${P}kmsg_restarts_total`, help: 'Times the /dev/kmsg reader was started again after it died.', registers }),
     watchFailuresTotal: new Counter({ name: `${P}watch_failures_total`, help: 'inotify watches refused (ENOSPC: fs.inotify.max_user_watches reached; EMFILE; EACCES), by errno code. What is not watched is rescanned and swept.', labelNames: ['code'], registers }),

@@ -204,6 +204,33 @@ test('400 is rejected and not retried; logged with status and sink name', async 
   await rx.close();
 });
 
+test('an entry a failing sink never takes is dropped after the outbox TTL (counted), and the sink goes on with the next', async () => {
+  const dir = tmp();
+  let status = 503;
+  const rx = await receiver(() => status);
+  const { log, records } = captureLogger();
+  const outbox = await Outbox.open({ dir, maxEntries: 100, log });
+  const outcomes: string[] = [];
+  const d = new Delivery({
+    outbox,
+    sinks: [SinkConfig.parse({ type: 'webhook', name: 'flaky', url: rx.url, retry: { initialDelayMs: 20, maxDelayMs: 40 } })],
+    log,
+    ttlMs: 300,
+    onOutcome: (_s, o) => outcomes.push(o),
+  });
+  d.start();
+  await d.enqueue(alert(1));
+  await until(() => outcomes.includes('expired'), 5000, 'the TTL drop');
+  status = 200;
+  await d.enqueue(alert(2));
+  await until(() => outcomes.includes('delivered'), 5000, 'the next entry delivered');
+  assert.equal(outbox.depth('flaky'), 0);
+  assert.ok(records().some((r) => r.msg === 'alert not delivered within the outbox TTL; dropped' && r.sink === 'flaky'));
+  await d.stop();
+  await outbox.close();
+  await rx.close();
+});
+
 test('503 is retried with exponential backoff, then delivered', async () => {
   const dir = tmp();
   const rx = await receiver((_, n) => (n <= 5 ? 503 : 200));

@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -365,4 +365,46 @@ test('kill -9 while an alert fires, then restart: the alert goes on from its seq
   assert.equal(r1.alert.sequence, f1.alert.sequence + 1);
   assert.equal(r1.alert.startsAt, f1.alert.startsAt, 'the same alert, not a new one');
   assert.equal(hook.received.filter((x) => x.alert?.fingerprint === f1.alert.fingerprint && x.alert.sequence === 1).length, 1);
+});
+
+test('the state dir full (a small tmpfs) or read-only: alerts are still delivered, from memory; the failure is counted and /healthz says degraded', async (t) => {
+  ready();
+  const root = testRoot(t);
+  const a = `${root}/docker/${hex64()}`;
+  const b = `${root}/docker/${hex64()}`;
+  makeContainer(a);
+  makeContainer(b);
+  const mnt = fs.mkdtempSync(path.join(os.tmpdir(), 'cgwd-small-state-'));
+  defer(t, () => fs.rmSync(mnt, { recursive: true, force: true }));
+  assert.equal(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=256k,mode=0700', 'cgwd-test-state', mnt]).status, 0, 'mount a small tmpfs');
+  defer(t, () => spawnSync('umount', ['-l', mnt]));
+  const { hook, env } = await receiver(t);
+  const cfg = await config(root, mnt, { policy: { overrides: [{ pathPattern: `^${root}/docker/`, pidsMax: 20 }] }, alerts: { sinks: [webhookSink(hook.url)] } });
+  const d = await daemon(t, cfg, { env });
+  assert.notEqual(await waitPidsMax(a, '20', 5000), null);
+  // Fill it up: every later write fails with ENOSPC.
+  spawnSync('dd', ['if=/dev/zero', `of=${path.join(mnt, 'fill')}`, 'bs=4k', 'count=1000']);
+  const bombA = spawnInCgroup(a, ['pids'], '/usr/bin/perl', BOMB);
+  defer(t, () => bombA.kill('SIGKILL'));
+  const gotA = await hook.waitFor((x) => x.alert?.kind === 'pids-max' && x.alert.container.cgroupPath === a, 5000);
+  assert.equal(gotA.hmacOk, true);
+  const logged = await d.waitForLog((l) => l.msg?.startsWith('the alert outbox cannot write to the state directory') === true, 5000);
+  assert.equal(logged.code, 'ENOSPC');
+
+  // Read-only now (EROFS).
+  assert.equal(spawnSync('mount', ['-o', 'remount,ro', mnt]).status, 0);
+  const bombB = spawnInCgroup(b, ['pids'], '/usr/bin/perl', BOMB);
+  defer(t, () => bombB.kill('SIGKILL'));
+  await hook.waitFor((x) => x.alert?.kind === 'pids-max' && x.alert.container.cgroupPath === b, 5000);
+
+  const health = await (await fetch(`http://${cfg.metrics.listen}/healthz`)).json() as { ok: boolean; status: string; degraded?: string[] };
+  t.diagnostic(JSON.stringify(health));
+  assert.equal(health.ok, true);
+  assert.equal(health.status, 'degraded');
+  assert.match(health.degraded?.join(' ') ?? '', /alert outbox cannot write to disk \(EROFS/);
+  const metrics = await (await fetch(`http://${cfg.metrics.listen}/metrics`)).text();
+  const failures = Number(/^cgwatchdog_outbox_write_failures_total (\d+)$/m.exec(metrics)?.[1]);
+  assert.ok(failures >= 2, `write failures counted: ${failures}`);
+  assert.equal(d.logs.filter((l) => l.msg?.startsWith('the alert outbox cannot write')).length, 1, 'logged once, not per alert');
+  assert.equal(d.proc.exitCode, null);
 });

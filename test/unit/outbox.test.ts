@@ -75,17 +75,17 @@ test('enqueue, peek in order, ack deletes; survives reopen', async () => {
   await again.close();
 });
 
-test('bounded: when full the oldest entry over all sinks is dropped, counted and logged', async () => {
+test('bounded: when full (no updates to drop) the oldest entry over all sinks is dropped, counted and logged', async () => {
   const dir = tmp();
   const { log, lines } = captureLogger();
   const ob = await Outbox.open({ dir, maxEntries: 3, log });
   const dropped: number[] = [];
   ob.on('dropped', (e: { alert: Alert }) => dropped.push(e.alert.sequence));
-  await ob.enqueue('a', sampleAlert(1));
-  await ob.enqueue('b', sampleAlert(2));
-  await ob.enqueue('a', sampleAlert(3));
-  await ob.enqueue('b', sampleAlert(4));
-  await ob.enqueue('b', sampleAlert(5));
+  await ob.enqueue('a', sampleAlert(1, 'resolved'));
+  await ob.enqueue('b', sampleAlert(2, 'resolved'));
+  await ob.enqueue('a', sampleAlert(3, 'resolved'));
+  await ob.enqueue('b', sampleAlert(4, 'resolved'));
+  await ob.enqueue('b', sampleAlert(5, 'resolved'));
   assert.equal(ob.depth(), 3);
   assert.deepEqual(dropped, [1, 2]);
   assert.equal(ob.dropped(), 2);
@@ -101,7 +101,7 @@ test('bounded: when full the oldest entry over all sinks is dropped, counted and
   );
   const warn = lines.filter((l) => l.msg === 'outbox full: dropped the oldest entry');
   assert.equal(warn.length, 2);
-  assert.equal(warn[0]!.idempotencyKey, sampleAlert(1).idempotencyKey);
+  assert.equal(warn[0]!.idempotencyKey, sampleAlert(1, 'resolved').idempotencyKey);
   assert.equal(fs.readdirSync(path.join(dir, 'a')).length + fs.readdirSync(path.join(dir, 'b')).length, 3);
   await ob.close();
 });
@@ -193,4 +193,19 @@ test('enqueue cost with fsync (measured)', async (t) => {
     fs.rmSync(dir, { recursive: true });
   }
   for (const r of results) t.diagnostic(`outbox enqueue: ${r}`);
+});
+
+test('a full outbox drops updates before it drops the first firing or the resolution of an alert', async () => {
+  const { log, lines } = captureLogger();
+  const ob = await Outbox.open({ dir: tmp(), maxEntries: 3, log, fsyncDir: false });
+  await ob.enqueue('s', sampleAlert(1)); // first firing
+  await ob.enqueue('s', sampleAlert(2)); // update
+  await ob.enqueue('s', sampleAlert(3, 'resolved'));
+  await ob.enqueue('s', sampleAlert(1)); // another alert's first firing: the update goes
+  assert.deepEqual(ob.list('s').map((e) => [e.alert.sequence, e.alert.state]), [[1, 'firing'], [3, 'resolved'], [1, 'firing']]);
+  await ob.enqueue('s', sampleAlert(1)); // no update left: the oldest entry goes
+  assert.deepEqual(ob.list('s').map((e) => [e.alert.sequence, e.alert.state]), [[3, 'resolved'], [1, 'firing'], [1, 'firing']]);
+  assert.equal(ob.dropped('s'), 2);
+  assert.equal(lines.filter((l) => l.msg === 'outbox full: dropped the oldest entry').length, 2);
+  await ob.close();
 });
