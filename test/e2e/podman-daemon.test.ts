@@ -18,8 +18,8 @@ import os from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
 import { isRoot, need } from '../helpers/prereq';
-import { createContainer, ensureBusyboxImage, podmanUnavailableReason, removeContainer, runContainer, testContainerName } from '../helpers/podman';
-import { runCli, startDaemon, type DaemonHandle, type LogLine } from '../helpers/daemon';
+import { createContainer, ensureBusyboxImage, memoryHogArgs, podmanUnavailableReason, removeContainer, run, runContainer, testContainerName } from '../helpers/podman';
+import { freePort, runCli, startDaemon, startWebhookReceiver, type DaemonHandle, type LogLine } from '../helpers/daemon';
 import { podmanStart, until } from '../helpers/prometheus';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -189,4 +189,37 @@ test('cgwatchdog apply --dry-run --json lists the podman container: runtime podm
   assert.equal(mine.oldPidsMax, 2048);
   assert.equal(mine.written, false);
   assert.equal(readPidsMax(c.cgroupPath), '2048', 'a dry run wrote pids.max');
+});
+
+test('a podman --rm container OOM-killed within 200 ms of its start: the alert names it (name and image), and Prometheus can still scrape its OOM count', async (t) => {
+  ready();
+  const name = testContainerName('e2e-oom-rm');
+  t.after(() => removeContainer(name));
+  const hog = memoryHogArgs({ keepAlive: false });
+  const { id } = await createContainer({ name, image: ensureBusyboxImage(), memory: '32m', cmd: hog.cmd, extra: ['--rm', ...hog.extra] });
+  const cgroupPath = `/libpod_parent/libpod-${id}`;
+  const hook = await startWebhookReceiver({});
+  t.after(() => hook.close());
+  const cfg = config([id], 'observe', 'replace');
+  cfg.names = { podmanBinary: 'podman' };
+  cfg.alerts = { sinks: [{ type: 'webhook', url: hook.url, retry: { initialDelayMs: 100, maxDelayMs: 500 } }] };
+  const listen = `127.0.0.1:${await freePort()}`;
+  cfg.metrics = { listen };
+  await daemon(t, cfg);
+  const t0 = Date.now();
+  const started = await run('podman', ['start', '-a', name], 30_000);
+  const ranMs = Date.now() - t0;
+  t.diagnostic(`podman start -a (OOM-killed at once, then removed by --rm): ${ranMs} ms, exit ${started.code}`);
+  assert.equal(started.code, 137, `the hog was not OOM-killed: ${started.stderr}`);
+  assert.equal(fs.existsSync(path.join('/sys/fs/cgroup/memory', cgroupPath)), false, 'podman removed the cgroup');
+  const got = await hook.waitFor((x) => x.alert?.kind === 'oom-kill', 10_000);
+  const a = got.alert;
+  t.diagnostic(a.summary);
+  assert.equal(a.container.id, id);
+  assert.equal(a.container.name, name, 'the name learned while it lived');
+  assert.match(a.container.image ?? '', /cgwd-busybox/);
+  assert.equal(a.victim?.comm, 'dd');
+  const metrics = await (await fetch(`http://${listen}/metrics`)).text();
+  assert.match(metrics, new RegExp(`cgwatchdog_container_oom_kills_total\\{[^}]*id="${id}"[^}]*\\} 1`), 'the removed container\'s OOM count is still scraped');
+  await hook.waitFor((x) => x.alert?.kind === 'oom-kill' && x.alert.state === 'resolved', 10_000);
 });
