@@ -2,9 +2,53 @@ import pino, { type Logger } from 'pino';
 
 export type { Logger };
 
+/**
+ * The same line for the same subject at most this often: a fork bomb or an OOM storm must not
+ * flood the journal, which drops lines itself when flooded (journald's RateLimitBurst) and
+ * would drop the one that mattered with the rest. What is held back is summarised, counted.
+ */
+export const LOG_BURST = 20;
+export const LOG_WINDOW_MS = 10_000;
+
+/** Which subject a line is about: the same message about another cgroup is another fact. */
+function subjectOf(obj: unknown): string {
+  if (!obj || typeof obj !== 'object') return '';
+  const o = obj as Record<string, unknown>;
+  return String(o.cgroup ?? o.id ?? o.sink ?? o.path ?? '');
+}
+
+/** pino's logMethod hook: counts lines per (level, message, subject) and holds back bursts. */
+function rateLimiter(): { hook: (this: Logger, args: unknown[], method: (...a: unknown[]) => void, level: number) => void; flush: (log: Logger) => void } {
+  let window = new Map<string, { n: number; level: number; msg: string; subject: string }>();
+  return {
+    hook(args, method, level) {
+      const msg = typeof args[args.length - 1] === 'string' ? (args[args.length - 1] as string) : '';
+      const subject = args.length > 1 ? subjectOf(args[0]) : '';
+      const key = `${level}\0${msg}\0${subject}`;
+      const seen = window.get(key) ?? { n: 0, level, msg, subject };
+      seen.n++;
+      window.set(key, seen);
+      if (seen.n <= LOG_BURST) method.apply(this, args);
+    },
+    flush(log) {
+      const last = window;
+      window = new Map();
+      for (const s of last.values()) {
+        if (s.n <= LOG_BURST) continue;
+        const fields = { repeatedMsg: s.msg, subject: s.subject || undefined, suppressed: s.n - LOG_BURST, windowMs: LOG_WINDOW_MS };
+        // Below the limiter: a summary is never itself held back.
+        if (s.level >= 50) log.error(fields, 'log lines suppressed (repeats)');
+        else if (s.level >= 40) log.warn(fields, 'log lines suppressed (repeats)');
+        else log.info(fields, 'log lines suppressed (repeats)');
+      }
+    },
+  };
+}
+
 /** Structured JSON logs on stdout: journald keeps them, operators grep them. */
-export function createLogger(level: string = 'info'): Logger {
-  return pino({
+export function createLogger(level: string = 'info', destination?: pino.DestinationStream): Logger {
+  const limiter = rateLimiter();
+  const opts: pino.LoggerOptions = {
     level,
     base: { service: 'cgwatchdog' },
     timestamp: pino.stdTimeFunctions.isoTime,
@@ -13,7 +57,20 @@ export function createLogger(level: string = 'info'): Logger {
       paths: ['*.headers.authorization', '*.headers.Authorization', '*.bearerToken', '*.secret', 'headers.authorization', 'headers.Authorization'],
       censor: '[redacted]',
     },
-  });
+    hooks: {
+      logMethod(args, method, lvl) {
+        limiter.hook.call(this, args, method as (...a: unknown[]) => void, lvl);
+      },
+    },
+  };
+  // One destination (synchronous writes of whole lines) for the log and its summaries.
+  const dest = destination ?? pino.destination({ fd: 1, sync: true });
+  const log = pino(opts, dest);
+  const { hooks: _limited, ...plain } = opts;
+  const summaries = pino(plain, dest);
+  const timer = setInterval(() => limiter.flush(summaries), LOG_WINDOW_MS);
+  timer.unref();
+  return log;
 }
 
 /** A logger that drops everything, for tests and one-shot commands that print their own output. */

@@ -54,6 +54,8 @@ export class DaemonMetricsState implements MetricsSource {
         pidsMax: u?.pidsMax ?? (r?.written ? r.newPidsMax : r?.oldPidsMax),
         policyPidsMax: r?.policyValue ?? undefined,
         policyTooLow: c.policyTooLow,
+        image: c.image,
+        departed: this.d.inventory.get(c.cgroupPath) !== c,
         coresUsed: r?.cores,
         coresSource: r?.coresSource,
         memoryUsage: u?.memoryUsage,

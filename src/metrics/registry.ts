@@ -32,6 +32,9 @@ export interface ContainerSnapshot {
   pidsLimitHits: number;
   oomEvents: number;
   oomKills: number;
+  image?: string;
+  /** Removed a moment ago: only its counters (and info) are kept, for a last scrape. */
+  departed?: boolean;
 }
 
 export interface HostSnapshot {
@@ -48,8 +51,14 @@ export interface MetricsSource {
 }
 
 const P = 'cgwatchdog_';
-const CONTAINER_LABELS = ['id', 'name', 'runtime', 'pod', 'namespace'] as const;
+/**
+ * Per-container series carry the id alone: a name, pod or namespace learned a moment later
+ * would otherwise start a second series of the same container. They are in
+ * cgwatchdog_container_info, to join on `id`.
+ */
+const CONTAINER_LABELS = ['id'] as const;
 type ContainerLabel = (typeof CONTAINER_LABELS)[number];
+const INFO_LABELS = ['id', 'name', 'image', 'runtime', 'pod', 'namespace'] as const;
 
 /** Detection latency buckets: 0.5 ms to 5 s. */
 export const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
@@ -128,22 +137,31 @@ export function createMetrics(source: MetricsSource, opts: CreateMetricsOptions 
     collect: refresh,
   });
 
-  const perContainer: Array<Gauge<ContainerLabel> | Counter<ContainerLabel>> = [pidsCurrent, pidsMax, policyMax, policyTooLow, limitHits, memUsage, memLimit, oomEvents, oomKills];
+  const info = new Gauge<(typeof INFO_LABELS)[number]>({
+    name: `${P}container_info`,
+    help: 'Names of a container (1): join on id, e.g. cgwatchdog_container_pids_current * on(id) group_left(name, pod, namespace) cgwatchdog_container_info.',
+    labelNames: INFO_LABELS,
+    registers,
+    collect: refresh,
+  });
+  const perContainer: Array<Gauge<ContainerLabel> | Counter<ContainerLabel> | Gauge<(typeof INFO_LABELS)[number]>> = [info, pidsCurrent, pidsMax, policyMax, policyTooLow, limitHits, memUsage, memLimit, oomEvents, oomKills];
 
   function fillContainers(): void {
     for (const m of perContainer) m.reset();
     cores.reset();
     for (const c of source.containers()) {
-      const l: Record<ContainerLabel, string> = { id: c.id, name: c.name ?? '', runtime: c.runtime, pod: c.pod ?? '', namespace: c.namespace ?? '' };
+      const l: Record<ContainerLabel, string> = { id: c.id };
+      info.set({ id: c.id, name: c.name ?? '', image: c.image ?? '', runtime: c.runtime, pod: c.pod ?? '', namespace: c.namespace ?? '' }, 1);
+      limitHits.inc(l, c.pidsLimitHits);
+      oomEvents.inc(l, c.oomEvents);
+      oomKills.inc(l, c.oomKills);
+      if (c.departed) continue;
       if (c.pidsCurrent !== undefined) pidsCurrent.set(l, c.pidsCurrent);
       if (typeof c.pidsMax === 'number') pidsMax.set(l, c.pidsMax);
       if (c.policyPidsMax !== undefined) policyMax.set(l, c.policyPidsMax);
       if (c.policyTooLow) policyTooLow.set(l, 1);
       if (c.memoryUsage !== undefined) memUsage.set(l, c.memoryUsage);
       if (typeof c.memoryLimit === 'number') memLimit.set(l, c.memoryLimit);
-      limitHits.inc(l, c.pidsLimitHits);
-      oomEvents.inc(l, c.oomEvents);
-      oomKills.inc(l, c.oomKills);
       if (c.coresUsed !== undefined) cores.set({ ...l, source: c.coresSource ?? '' }, c.coresUsed);
     }
   }

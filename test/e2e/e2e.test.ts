@@ -54,6 +54,9 @@ interface C {
   cgroupPath: string;
 }
 
+/** A per-container series by the container's name: series carry the id, the names are in cgwatchdog_container_info. */
+const byName = (metric: string, name: string): string => `${metric} * on(id) group_left(name, runtime) cgwatchdog_container_info{name="${name}"}`;
+
 test('e2e: one daemon, real podman containers, a real Alertmanager and Prometheus, an HMAC webhook', async (t) => {
   need(isRoot(), 'root (the daemon writes cgroup files and reads /dev/kmsg)');
   const why = podmanUnavailableReason();
@@ -226,14 +229,14 @@ test('e2e: one daemon, real podman containers, a real Alertmanager and Prometheu
     };
     for (const c of [size2, size8, bomb, threads, hog]) {
       const want = Number(readPidsMax(c.cgroupPath));
-      const q = `cgwatchdog_container_pids_max{name="${c.name}"}`;
+      const q = byName('cgwatchdog_container_pids_max', c.name);
       await until(async () => ((await one(q)) === want ? true : undefined), 10_000, async () => `${q} = ${want} (Prometheus says ${JSON.stringify(await promQuery(prom, q))})`);
       const [s] = await promQuery(prom, q);
       assert.equal(s!.metric.id, c.id);
       assert.equal(s!.metric.runtime, 'podman');
     }
     for (const c of [bomb, threads]) {
-      const q = `cgwatchdog_container_pids_limit_hits_total{name="${c.name}"}`;
+      const q = byName('cgwatchdog_container_pids_limit_hits_total', c.name);
       const v = await until(async () => {
         const x = await one(q);
         return x !== undefined && x >= 1 ? x : undefined;
@@ -241,7 +244,7 @@ test('e2e: one daemon, real podman containers, a real Alertmanager and Prometheu
       t.diagnostic(`${q} = ${v} (pids.events max ${pidsEventsMax(c.cgroupPath)})`);
       assert.ok(v <= pidsEventsMax(c.cgroupPath), `hits ${v} > the kernel's count ${pidsEventsMax(c.cgroupPath)}`);
     }
-    const qk = `cgwatchdog_container_oom_kills_total{name="${hog.name}"}`;
+    const qk = byName('cgwatchdog_container_oom_kills_total', hog.name);
     await until(async () => {
       const x = await one(qk);
       return x !== undefined && x >= 1 ? x : undefined;
@@ -252,7 +255,8 @@ test('e2e: one daemon, real podman containers, a real Alertmanager and Prometheu
     const res = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
     assert.equal(res.status, 200);
     const text = await res.text();
-    assert.match(text, new RegExp(`cgwatchdog_container_pids_max\\{[^}]*name="${size2.name}"[^}]*\\} 6144`));
+    assert.match(text, new RegExp(`^cgwatchdog_container_pids_max\\{id="${size2.id}"\\} 6144$`, 'm'));
+    assert.match(text, new RegExp(`^cgwatchdog_container_info\\{id="${size2.id}",name="${size2.name}",[^}]*runtime="podman"[^}]*\\} 1$`, 'm'));
     const r = await promtoolCheckMetrics(text);
     assert.deepEqual(r.problems, [], `promtool (exit ${r.code}):\n${r.out}`);
     const health = await fetch(`http://127.0.0.1:${metricsPort}/healthz`);
@@ -282,7 +286,7 @@ test('e2e: one daemon, real podman containers, a real Alertmanager and Prometheu
     assert.equal(resolved.hmacOk, true);
     assert.ok(resolved.alert.endsAt, 'a resolution without endsAt');
     // Prometheus sees the series go (the next scrape lacks it: staleness).
-    const q = `cgwatchdog_container_pids_max{name="${bomb.name}"}`;
+    const q = byName('cgwatchdog_container_pids_max', bomb.name);
     await until(async () => ((await promQuery(prom, q)).length === 0 ? true : undefined), 10_000, `${q} to disappear from Prometheus`);
   });
 

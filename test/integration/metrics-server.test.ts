@@ -24,7 +24,7 @@ class State implements MetricsSource {
 }
 
 function container(i: number, over: Partial<ContainerSnapshot> = {}): ContainerSnapshot {
-  const id = i.toString(16).padStart(64, 'a');
+  const id = i.toString(16).padStart(64, '0');
   return {
     id,
     runtime: 'podman',
@@ -89,8 +89,10 @@ test('metrics server: real scrape of 3 containers, removal, healthz, promtool', 
   const idB = container(2).id;
   const idC = container(3).id;
   assert.equal(sample(text, 'cgwatchdog_container_pids_current', `id="${idA}"`), 11);
-  assert.match(text, new RegExp(`cgwatchdog_container_pids_current\\{id="${idA}",name="web",runtime="podman",pod="web-7d9",namespace="shop"\\} 11`));
-  assert.match(text, new RegExp(`cgwatchdog_container_pids_current\\{id="${idB}",name="",runtime="podman",pod="",namespace=""\\} 12`));
+  // Keyed by id alone; the names are in one info series per container.
+  assert.match(text, new RegExp(`^cgwatchdog_container_pids_current\\{id="${idA}"\\} 11$`, 'm'));
+  assert.match(text, new RegExp(`^cgwatchdog_container_info\\{id="${idA}",name="web",image="",runtime="podman",pod="web-7d9",namespace="shop"\\} 1$`, 'm'));
+  assert.match(text, new RegExp(`^cgwatchdog_container_info\\{id="${idB}",name="",image="",runtime="podman",pod="",namespace=""\\} 1$`, 'm'));
   assert.equal(sample(text, 'cgwatchdog_container_pids_max', `id="${idA}"`), 6144);
   assert.equal(sample(text, 'cgwatchdog_container_pids_max', `id="${idB}"`), undefined, '"max" is omitted');
   assert.equal(sample(text, 'cgwatchdog_container_pids_policy_max', `id="${idC}"`), 6144);
@@ -166,6 +168,6 @@ test('metrics scrape with 1,000 containers (time reported, not asserted)', async
   }
   times.sort((a, b) => a - b);
   const lines = (await get(srv.port, '/metrics')).body.split('\n').filter((l) => l.startsWith('cgwatchdog_container_')).length;
-  assert.equal(lines, 9000, '9 series per container');
+  assert.equal(lines, 10_000, '9 series per container and its info series');
   t.diagnostic(`1000 containers: scrape over HTTP median ${times[10]!.toFixed(1)} ms, max ${times[19]!.toFixed(1)} ms, ${bytes} bytes, ${lines} container series`);
 });
