@@ -59,6 +59,8 @@ export interface CoalescerOptions {
   resolveAfterSeconds: number;
   /** ms since epoch; injected so tests drive time. */
   now?: () => number;
+  /** A monotonic clock (ms) for intervals; default performance.now(), or `now` when that is injected. */
+  mono?: () => number;
   lookup?: ContextLookup;
 }
 
@@ -91,8 +93,10 @@ interface State {
   cgroupPath: string;
   containerId?: string;
   fingerprint: string;
+  /** Wall clock (ms since epoch): it is shown. */
   startsAt: number;
   sequence: number;
+  /** Monotonic (ms): an NTP step of the wall clock must not stall updates or resolutions. */
   lastSentAt: number;
   lastEventAt: number;
   pending: number;
@@ -111,11 +115,13 @@ const keyOf = (cgroupPath: string, kind: AlertKind): string => `${kind}\0${cgrou
 export class Coalescer {
   private readonly states = new Map<string, State>();
   private readonly now: () => number;
+  private readonly mono: () => number;
   private repeatMs: number;
   private resolveMs: number;
 
   constructor(private readonly opts: CoalescerOptions) {
     this.now = opts.now ?? Date.now;
+    this.mono = opts.mono ?? opts.now ?? (() => performance.now());
     this.repeatMs = opts.repeatIntervalSeconds * 1000;
     this.resolveMs = opts.resolveAfterSeconds * 1000;
   }
@@ -166,7 +172,7 @@ export class Coalescer {
 
   /** Time passes: due updates, and resolutions of limit alerts that went quiet. */
   tick(): Alert[] {
-    const now = this.now();
+    const now = this.mono();
     const out: Alert[] = [];
     for (const [k, s] of this.states) {
       const warning = WARNING_KINDS.includes(s.kind);
@@ -191,14 +197,17 @@ export class Coalescer {
 
   /** Every condition's state, to save (a restart or kill -9 must not orphan a firing alert). */
   snapshot(): SavedAlertState[] {
-    return [...this.states.values()].map((s) => ({ ...s, sources: [...s.sources] }));
+    // Saved as wall-clock times: a monotonic clock does not survive the process.
+    const toWall = (m: number): number => this.now() - (this.mono() - m);
+    return [...this.states.values()].map((s) => ({ ...s, lastSentAt: toWall(s.lastSentAt), lastEventAt: toWall(s.lastEventAt), sources: [...s.sources] }));
   }
 
   /** States saved by an earlier run: they go on from their sequence number. */
   restore(saved: SavedAlertState[]): void {
+    const toMono = (w: number): number => this.mono() - Math.max(0, this.now() - w);
     for (const s of saved) {
       const k = keyOf(s.cgroupPath, s.kind);
-      if (!this.states.has(k)) this.states.set(k, { ...s, sources: new Set(s.sources) });
+      if (!this.states.has(k)) this.states.set(k, { ...s, lastSentAt: toMono(s.lastSentAt), lastEventAt: toMono(s.lastEventAt), sources: new Set(s.sources) });
     }
   }
 
@@ -222,7 +231,7 @@ export class Coalescer {
     victim: OomVictim | undefined,
     given: AlertContext | undefined,
   ): Alert[] {
-    const now = this.now();
+    const now = this.mono();
     const k = keyOf(cgroupPath, kind);
     let s = this.states.get(k);
     if (!s) {
@@ -231,7 +240,7 @@ export class Coalescer {
         cgroupPath,
         containerId,
         fingerprint: fingerprintOf(this.opts.host, kind, cgroupPath),
-        startsAt: now,
+        startsAt: this.now(),
         sequence: 0,
         lastSentAt: now,
         lastEventAt: now,
@@ -260,7 +269,7 @@ export class Coalescer {
     s.sequence += 1;
     const since = s.pending;
     s.pending = 0;
-    s.lastSentAt = this.now();
+    s.lastSentAt = this.mono();
     return this.render(s, state, since, s.sequence);
   }
 

@@ -195,3 +195,19 @@ test('summaries without a name, and for an OOM kill with its victim', () => {
   assert.equal(b.summary, 'cgroup /user.slice was throttled at memory.high ?: 2 times');
   assert.equal(b.severity, 'info');
 });
+
+test('an NTP step of the wall clock never stalls updates or resolutions: intervals run on the monotonic clock', () => {
+  let wall = Date.parse('2026-12-01T10:00:00Z');
+  let mono = 1000;
+  const c = new Coalescer({ host: 'h', repeatIntervalSeconds: 10, resolveAfterSeconds: 30, now: () => wall, mono: () => mono });
+  const ev = { kind: 'pids-max' as const, cgroupPath: '/docker/x', count: 1, source: 'sweep' as const, at: wall };
+  const first = c.onEvent(ev)[0]!;
+  wall -= 3600_000; // the clock is stepped back an hour
+  mono += 11_000;
+  const update = c.onEvent(ev)[0];
+  assert.equal(update?.sequence, 2, 'the update is due after 10 s of real time');
+  mono += 31_000;
+  const [resolved] = c.tick();
+  assert.equal(resolved?.state, 'resolved', 'resolved after 30 s of quiet, whatever the wall clock says');
+  assert.equal(resolved?.startsAt, first.startsAt, 'times shown stay wall-clock');
+});
