@@ -376,25 +376,33 @@ export class Daemon {
     });
   }
 
+  /**
+   * While a new container settles, a runtime's write of pids.max, the CPU quota or the cpuset
+   * (a write through the VFS is an inotify IN_MODIFY on any cgroup file) re-evaluates the
+   * policy at once: runc writes podman's 2048 ~10 ms after the mkdir, Docker its CPU quota
+   * after the pids cgroup appears.
+   */
   private settle(c: Container): void {
     const current = () => this.running && this.inventory.get(c.cgroupPath) === c;
     let again: NodeJS.Timeout | undefined;
-    const w = watchPath(this.host.cgroups.pidsMaxFile(c.cgroupPath), (ev) => {
-      if (ev !== 'change' || again || !current()) return;
-      // Coalesce a burst of writes into one re-apply.
-      again = setTimeout(() => {
-        again = undefined;
-        if (current()) void this.applyNow(c, 'runtime wrote pids.max');
-      }, 1);
-    });
-    const watch = typeof w === 'object' ? w : undefined;
     const pidsMaxFile = this.host.cgroups.pidsMaxFile(c.cgroupPath);
+    const files = [pidsMaxFile, ...this.host.cgroups.policyInputFiles(c.cgroupPath)];
+    const watches = files.map((file) =>
+      watchPath(file, (ev) => {
+        if (ev !== 'change' || again || !current()) return;
+        // Coalesce a burst of writes into one re-apply.
+        again = setTimeout(() => {
+          again = undefined;
+          if (current()) void this.applyNow(c, file === pidsMaxFile ? 'runtime wrote pids.max' : 'runtime wrote the CPU limits');
+        }, 1);
+      }),
+    );
     // A runtime write between our first write and this watch would otherwise wait for the timer.
     void this.applyNow(c, 'settle');
     const t = setTimeout(() => {
       this.settleTimers.delete(t);
-      watch?.close();
-      watchHealth.settled(pidsMaxFile);
+      for (const w of watches) if (typeof w === 'object') w.close();
+      for (const f of files) watchHealth.settled(f);
       if (current()) void this.applyNow(c, 'settle');
     }, SETTLE_MS);
     t.unref();

@@ -93,6 +93,8 @@ export interface CgroupFs {
   attachReader(reader: SyncFileReader): void;
   /** Absolute path of the cgroup's pids.max: watched while a new container settles, because runtimes write their own. */
   pidsMaxFile(rel: string): string;
+  /** The files the policy reads besides pids.max (CPU quota, cpuset): a write to one changes the value. */
+  policyInputFiles(rel: string): string[];
   /** Absolute paths of the files whose changes mean "a limit was hit" (inotify targets). */
   eventFiles(rel: string): { pids?: string; memory?: string };
 

@@ -136,6 +136,13 @@ export class V1CgroupFs implements CgroupFs {
     return readParsed(this.file('pids', rel, 'tasks'), parseIdList);
   }
 
+  policyInputFiles(rel: string): string[] {
+    const out: string[] = [];
+    if (this.has('cpu')) out.push(this.file('cpu', rel, 'cpu.cfs_quota_us'), this.file('cpu', rel, 'cpu.cfs_period_us'));
+    if (this.has('cpuset')) out.push(this.file('cpuset', rel, 'cpuset.cpus'));
+    return out;
+  }
+
   counterFiles(rel: string): string[] {
     const out = ['pids.events', 'pids.current', 'pids.max'].map((f) => this.file('pids', rel, f));
     if (this.has('memory')) out.push(...['memory.failcnt', 'memory.oom_control', 'memory.usage_in_bytes', 'memory.limit_in_bytes'].map((f) => this.file('memory', rel, f)));

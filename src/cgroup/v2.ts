@@ -104,6 +104,10 @@ export class V2CgroupFs implements CgroupFs {
     return readParsed(this.file(rel, 'cgroup.threads'), parseIdList);
   }
 
+  policyInputFiles(rel: string): string[] {
+    return ['cpu.max', 'cpuset.cpus'].map((f) => this.file(rel, f));
+  }
+
   counterFiles(rel: string): string[] {
     return ['pids.events', 'pids.events.local', 'memory.events', 'pids.current', 'pids.max', 'memory.current', 'memory.max', 'cpu.max', 'cpuset.cpus.effective', 'cpuset.cpus'].map((f) => this.file(rel, f));
   }

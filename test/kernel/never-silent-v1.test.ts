@@ -408,3 +408,21 @@ test('the state dir full (a small tmpfs) or read-only: alerts are still delivere
   assert.equal(d.logs.filter((l) => l.msg?.startsWith('the alert outbox cannot write')).length, 1, 'logged once, not per alert');
   assert.equal(d.proc.exitCode, null);
 });
+
+test('the policy follows a CPU quota the runtime writes while the container settles (as Docker does), at once and not at the next reconcile', async (t) => {
+  ready();
+  const root = testRoot(t);
+  makeV1Cgroup(`${root}/docker`);
+  const d = await daemon(t, await config(root, stateDir(t)));
+  const rel = `${root}/docker/${hex64()}`;
+  makeContainer(rel);
+  assert.notEqual(await waitPidsMax(rel, '6144', 2000), null, 'the 6-core floor first');
+  await new Promise((r) => setTimeout(r, 1000));
+  const t0 = Date.now();
+  fs.writeFileSync(path.join(v1Dir('cpu', rel), 'cpu.cfs_period_us'), '100000');
+  fs.writeFileSync(path.join(v1Dir('cpu', rel), 'cpu.cfs_quota_us'), '800000');
+  const ms = await waitPidsMax(rel, '8192', 1500, 5);
+  t.diagnostic(`8-CPU quota written 1 s after the mkdir: pids.max 8192 after ${Date.now() - t0} ms`);
+  assert.ok(ms !== null && ms < 500, `pids.max ${readPidsMax(rel)} ${ms === null ? 'never became' : `became after ${ms} ms`} 8192`);
+  assert.ok(d.logs.some((l) => l.cgroup === rel && l.why === 'runtime wrote the CPU limits'), 'the quota write prompted it');
+});
