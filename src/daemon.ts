@@ -126,6 +126,9 @@ export class Daemon {
     await this.schedule();
     this.engine!.start();
     this.usage!.start();
+    // The kmsg follower replays the ring buffer up to "now" first (~1 s in user-mode Linux):
+    // "detection running" means a hit from here on is seen.
+    if (config.detection.kmsg && !(await this.engine!.kmsgReady(5000))) this.log.warn({ path: config.paths.kmsg }, 'the kmsg reader has not caught up with the kernel log after 5 s; the sweep covers meanwhile');
     this.log.info({ inotify: config.detection.inotify && cgroups.version === 'v2', kmsg: config.detection.kmsg, sweepIntervalMs: config.detection.sweepIntervalMs, sinks: config.alerts.sinks.length }, 'detection running');
   }
 

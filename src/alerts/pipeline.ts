@@ -230,7 +230,7 @@ export class AlertPipeline {
   private async send(alerts: Alert[]): Promise<void> {
     if (alerts.length > 0) this.scheduleSave();
     for (const a of alerts) {
-      this.o.log[a.state === 'firing' ? 'warn' : 'info']({ alert: { kind: a.kind, state: a.state, severity: a.severity, container: a.container, counters: a.counters, victim: a.victim, topCommands: a.topCommands } }, a.summary);
+      this.o.log[a.state === 'firing' ? 'warn' : 'info']({ alert: { kind: a.kind, state: a.state, severity: a.severity, limitScope: a.limitScope, sequence: a.sequence, container: a.container, counters: a.counters, victim: a.victim, topCommands: a.topCommands } }, a.summary);
       this.o.onAlert?.(a);
       await this.delivery.enqueue(a);
     }

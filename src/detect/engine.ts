@@ -133,6 +133,16 @@ export class DetectionEngine extends EventEmitter {
     }
   }
 
+  /** Resolves once the kmsg reader has caught up with "now" (or at the timeout): detection is then really running. */
+  async kmsgReady(timeoutMs: number): Promise<boolean> {
+    const r = this.kmsgReader;
+    if (!r?.running) return false;
+    let timer: NodeJS.Timeout | undefined;
+    const ok = await Promise.race([r.whenReady().then(() => true), new Promise<boolean>((res) => (timer = setTimeout(() => res(false), timeoutMs)))]);
+    clearTimeout(timer);
+    return ok;
+  }
+
   stop(): void {
     this.running = false;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
@@ -441,6 +451,7 @@ export class DetectionEngine extends EventEmitter {
     const ev = classifyKmsg(rec.message);
     if (!ev) return;
     this.stats.kmsgRecords.parsed++;
+    this.o.log.debug({ kmsg: ev, seq: rec.seq }, 'kmsg record');
     const kernelAt = this.kmsgWallMs(rec.tsUs);
     if (ev.type === 'fork-rejected') {
       this.onHit(ev.cgroup, 'pids-max', kernelAt);
