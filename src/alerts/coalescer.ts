@@ -75,39 +75,26 @@ export interface SavedAlertState {
   cgroupPath: string;
   containerId?: string;
   fingerprint: string;
+  /** Wall clock (ms since epoch): it is shown. */
   startsAt: number;
   sequence: number;
+  /** Wall clock when saved; monotonic (ms) while live: an NTP step must not stall updates or resolutions. */
   lastSentAt: number;
   lastEventAt: number;
   pending: number;
   total: number;
   sources: string[];
   victim?: OomVictim;
-  given?: AlertContext;
-  identity?: Alert['identity'];
-  limitScope?: LimitScope;
-}
-
-interface State {
-  kind: AlertKind;
-  cgroupPath: string;
-  containerId?: string;
-  fingerprint: string;
-  /** Wall clock (ms since epoch): it is shown. */
-  startsAt: number;
-  sequence: number;
-  /** Monotonic (ms): an NTP step of the wall clock must not stall updates or resolutions. */
-  lastSentAt: number;
-  lastEventAt: number;
-  pending: number;
-  total: number;
-  sources: Set<string>;
-  victim?: OomVictim;
   /** Context given to raise() for warnings; merged over the lookup's. */
   given?: AlertContext;
   /** Fixed at the first message (see Alert.identity). */
   identity?: Alert['identity'];
   limitScope?: LimitScope;
+}
+
+/** Live state: as saved, but the intervals on a monotonic clock (see Coalescer.snapshot). */
+interface State extends Omit<SavedAlertState, 'sources'> {
+  sources: Set<string>;
 }
 
 const keyOf = (cgroupPath: string, kind: AlertKind): string => `${kind}\0${cgroupPath}`;
