@@ -102,13 +102,15 @@ async function main(argv: string[]): Promise<number> {
     process.exit(70);
   });
   const daemon = new Daemon(loaded.config, loaded.file, log);
+  // Before start: a SIGHUP's default action ends the process, and one sent the moment the
+  // daemon says it runs must reload it (queued behind the start), not kill it.
+  process.on('SIGHUP', () => void daemon.reload());
   try {
     await daemon.start();
   } catch (err) {
     log.fatal({ err }, 'cannot start');
     fail((err as Error).message, 1);
   }
-  process.on('SIGHUP', () => void daemon.reload());
   const stop = (signal: string) => {
     log.info({ signal }, 'stopping');
     daemon.stop().then(
