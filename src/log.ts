@@ -10,6 +10,9 @@ export type { Logger };
 export const LOG_BURST = 20;
 export const LOG_WINDOW_MS = 10_000;
 
+/** Marks the limiter's own summary lines (a symbol key: pino does not print it). */
+const SUMMARY = Symbol('log summary');
+
 /** Which subject a line is about: the same message about another cgroup is another fact. */
 function subjectOf(obj: unknown): string {
   if (!obj || typeof obj !== 'object') return '';
@@ -22,6 +25,8 @@ function rateLimiter(): { hook: (this: Logger, args: unknown[], method: (...a: u
   let window = new Map<string, { n: number; level: number; msg: string; subject: string }>();
   return {
     hook(args, method, level) {
+      const first = args[0];
+      if (first && typeof first === 'object' && SUMMARY in first) return method.apply(this, args);
       const msg = typeof args[args.length - 1] === 'string' ? (args[args.length - 1] as string) : '';
       const subject = args.length > 1 ? subjectOf(args[0]) : '';
       const key = `${level}\0${msg}\0${subject}`;
@@ -35,8 +40,8 @@ function rateLimiter(): { hook: (this: Logger, args: unknown[], method: (...a: u
       window = new Map();
       for (const s of last.values()) {
         if (s.n <= LOG_BURST) continue;
-        const fields = { repeatedMsg: s.msg, subject: s.subject || undefined, suppressed: s.n - LOG_BURST, windowMs: LOG_WINDOW_MS };
-        // Below the limiter: a summary is never itself held back.
+        // Marked: a summary is never itself held back.
+        const fields = { [SUMMARY]: true, repeatedMsg: s.msg, subject: s.subject || undefined, suppressed: s.n - LOG_BURST, windowMs: LOG_WINDOW_MS };
         if (s.level >= 50) log.error(fields, 'log lines suppressed (repeats)');
         else if (s.level >= 40) log.warn(fields, 'log lines suppressed (repeats)');
         else log.info(fields, 'log lines suppressed (repeats)');
@@ -63,12 +68,10 @@ export function createLogger(level: string = 'info', destination?: pino.Destinat
       },
     },
   };
-  // One destination (synchronous writes of whole lines) for the log and its summaries.
-  const dest = destination ?? pino.destination({ fd: 1, sync: true });
-  const log = pino(opts, dest);
-  const { hooks: _limited, ...plain } = opts;
-  const summaries = pino(plain, dest);
-  const timer = setInterval(() => limiter.flush(summaries), LOG_WINDOW_MS);
+  // pino's own (asynchronous) stdout: a synchronous write per line made the first container
+  // after start wait ~1 s for its limit in user-mode Linux, where every syscall is slow.
+  const log = destination ? pino(opts, destination) : pino(opts);
+  const timer = setInterval(() => limiter.flush(log), LOG_WINDOW_MS);
   timer.unref();
   return log;
 }
