@@ -26,7 +26,10 @@ function rateLimiter(): { hook: (this: Logger, args: unknown[], method: (...a: u
   return {
     hook(args, method, level) {
       const first = args[0];
-      if (first && typeof first === 'object' && SUMMARY in first) return method.apply(this, args);
+      // Info and below are one line per event the daemon acts on (a container found, a limit
+      // written): counting them too kept a map entry per container per window (+20 MB RSS at
+      // 5,000 containers, measured). Storms are warnings and errors.
+      if (level < 40 || (first && typeof first === 'object' && SUMMARY in first)) return method.apply(this, args);
       const msg = typeof args[args.length - 1] === 'string' ? (args[args.length - 1] as string) : '';
       const subject = args.length > 1 ? subjectOf(args[0]) : '';
       const key = `${level}\0${msg}\0${subject}`;

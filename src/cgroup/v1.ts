@@ -83,7 +83,8 @@ export class V1CgroupFs implements CgroupFs {
   }
 
   async readPidsCurrent(rel: string): Promise<number | null> {
-    return readParsed(this.file('pids', rel, 'pids.current'), parseInteger);
+    // Through the kept-open fds when the daemon runs: the policy reads it for every write that limits.
+    return readParsedVia(this.reader, this.file('pids', rel, 'pids.current'), parseInteger);
   }
 
   async readPidsEvents(rel: string): Promise<PidsEvents | null> {

@@ -63,7 +63,8 @@ export class V2CgroupFs implements CgroupFs {
   }
 
   async readPidsCurrent(rel: string): Promise<number | null> {
-    return readParsed(this.file(rel, 'pids.current'), parseInteger);
+    // Through the kept-open fds when the daemon runs: the policy reads it for every write that limits.
+    return readParsedVia(this.reader, this.file(rel, 'pids.current'), parseInteger);
   }
 
   async readPidsEvents(rel: string): Promise<PidsEvents | null> {

@@ -451,7 +451,6 @@ export class DetectionEngine extends EventEmitter {
     const ev = classifyKmsg(rec.message);
     if (!ev) return;
     this.stats.kmsgRecords.parsed++;
-    this.o.log.debug({ kmsg: ev, seq: rec.seq }, 'kmsg record');
     const kernelAt = this.kmsgWallMs(rec.tsUs);
     if (ev.type === 'fork-rejected') {
       this.onHit(ev.cgroup, 'pids-max', kernelAt);
@@ -464,6 +463,8 @@ export class DetectionEngine extends EventEmitter {
     } else if (ev.type === 'oom-killed') {
       this.victimReady(ev.pid, { anonRssKb: ev.anonRssKb, fileRssKb: ev.fileRssKb, shmemRssKb: ev.shmemRssKb, totalVmKb: ev.totalVmKb, comm: ev.comm });
     }
+    // After the read it prompted: off the detection path.
+    this.o.log.debug({ kmsg: ev, seq: rec.seq }, 'kmsg record');
   }
 
   /**
