@@ -1,7 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import cron, { type ScheduledTask } from 'node-cron';
+import os from 'node:os';
 import si from 'systeminformation';
+import { readDistro } from './kernel/os-release';
 import { checkSecrets, loadConfig } from './config/load';
 import type { Config } from './config/schema';
 import type { Container } from './discovery/container';
@@ -266,8 +268,10 @@ export class Daemon {
     watchHealth.on('recovered', () => log.info('every cgroup path is watched again'));
   }
 
+  /** Host facts for the start-up line. Nothing here runs a program: files and syscalls only. */
   private async facts(): Promise<Record<string, unknown>> {
-    const os = await si.osInfo().catch(() => null);
+    // si.mem() reads /proc/meminfo (no shell); bounded anyway, it is only a log line.
+    const mem = await Promise.race([si.mem().catch(() => null), new Promise<null>((r) => setTimeout(() => r(null), 1000).unref())]);
     return {
       mode: this.config.mode,
       configFile: this.configFile,
@@ -275,8 +279,9 @@ export class Daemon {
       layout: this.host.cgroups.layout.mode,
       discoveryRoot: this.host.cgroups.discoveryRoot,
       hostCores: this.host.hostCores,
-      kernel: os?.kernel,
-      distro: os ? `${os.distro} ${os.release}` : undefined,
+      kernel: os.release(),
+      distro: readDistro(),
+      memTotalBytes: mem?.total,
     };
   }
 

@@ -1,5 +1,4 @@
 import fs from 'node:fs';
-import si from 'systeminformation';
 import { detectLayout, openCgroupFs } from './cgroup/index';
 import type { CgroupFs } from './cgroup/types';
 import type { Config } from './config/schema';
@@ -15,16 +14,6 @@ export interface HostSetup {
   problems: string[];
 }
 
-/** Host cores from systeminformation, falling back to the kernel's online CPU list. */
-async function countHostCores(): Promise<number> {
-  try {
-    const cpu = await si.cpu();
-    if (cpu.cores > 0) return cpu.cores;
-  } catch {
-    // fall through to the kernel's own list
-  }
-  return onlineCpus();
-}
 
 /** What the agent needs to act: root, a writable cgroupfs. Observe mode can do without. */
 function privilegeProblems(cgroups: CgroupFs): string[] {
@@ -49,7 +38,9 @@ export async function setupHost(config: Config): Promise<HostSetup> {
   return {
     cgroups,
     recognisers: buildRecognisers(config.discovery.runtimes, config.discovery.extraPatterns),
-    hostCores: await countHostCores(),
+    // The kernel's online CPU list. (systeminformation's cpu() runs lscpu and dmidecode
+    // through a shell; the daemon runs no program it does not need.)
+    hostCores: onlineCpus(),
     problems: privilegeProblems(cgroups),
   };
 }
