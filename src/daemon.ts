@@ -9,7 +9,7 @@ import type { Config } from './config/schema';
 import type { Container } from './discovery/container';
 import { Inventory } from './discovery/inventory';
 import { LiveDiscovery } from './discovery/live';
-import { walkCgroups, type Found } from './discovery/walk';
+import { underRoots, walkCgroups, type Found } from './discovery/walk';
 import { setupHost, type HostSetup } from './host-setup';
 import { hostPidsReport } from './kernel/host-report';
 import { raisePidMax } from './kernel/sysctl';
@@ -328,11 +328,10 @@ export class Daemon {
     // only gone if its directory is.
     for (const k of [...this.written.keys()]) if (!seen.has(k) && !this.inventory.has(k)) this.written.delete(k);
     const roots = this.config.discovery.roots;
-    const underRoots = (p: string): boolean => roots.some((r) => r === '/' || p === r || p.startsWith(`${r}/`));
     for (const c of [...this.inventory.all()]) {
       if (seen.has(c.cgroupPath) || c.seenAt >= walkStart) continue;
       // Still there and still ours (a reload may have narrowed the roots): keep it.
-      if (underRoots(c.cgroupPath) && fs.existsSync(cgroups.dir('pids', c.cgroupPath))) continue;
+      if (underRoots(roots, c.cgroupPath) && fs.existsSync(cgroups.dir('pids', c.cgroupPath))) continue;
       this.removeContainer(c.cgroupPath);
     }
     // One snapshot: applyAll yields, and the inventory may change before it returns.
@@ -496,14 +495,14 @@ export class Daemon {
       return false;
     }
     const prev = this.config;
-    const fixed = RESTART_ONLY.filter(([, get]) => JSON.stringify(get(prev)) !== JSON.stringify(get(next))).map(([key]) => key);
+    const same = (get: (c: Config) => unknown): boolean => JSON.stringify(get(prev)) === JSON.stringify(get(next));
+    const fixed = RESTART_ONLY.filter(([, get]) => !same(get)).map(([key]) => key);
     if (fixed.length > 0) {
       this.log.error({ keys: fixed }, `reload refused: ${fixed.join(', ')} take effect only at a restart; keeping the running config`);
       return false;
     }
     this.log.info({ configFile: this.configFile }, 'reloading');
     this.config = next;
-    const same = (get: (c: Config) => unknown): boolean => JSON.stringify(get(prev)) === JSON.stringify(get(next));
     if (!same((c) => [c.kernel, c.mode])) await this.raisePidMax();
     const { cgroups } = this.host;
     this.engine!.reconfigure({ sweepIntervalMs: next.detection.sweepIntervalMs, kmsg: next.detection.kmsg, kmsgPath: next.paths.kmsg, inotify: next.detection.inotify && cgroups.version === 'v2' });

@@ -123,12 +123,15 @@ export class Delivery {
     this.reportOrphans();
   }
 
-  /** Queues the alert for every sink that wants it. Resolves once it is on disk. */
-  async enqueue(alert: Alert): Promise<void> {
+  /**
+   * Queues the alert for every sink that wants it (or, `only`, for these sinks: one a reload
+   * added gets what is firing). Resolves once it is on disk.
+   */
+  async enqueue(alert: Alert, only?: ReadonlySet<string>): Promise<void> {
     const now = this.now();
     const jobs: Promise<unknown>[] = [];
     for (const cfg of this.configs) {
-      if (!sinkAccepts(cfg, alert)) continue;
+      if (!sinkAccepts(cfg, alert) || (only && !only.has(sinkName(cfg)))) continue;
       const name = sinkName(cfg);
       if (cfg.type === 'alertmanager') {
         let m = this.firing.get(name);
@@ -193,23 +196,6 @@ export class Delivery {
     return [...next.keys()].filter((n) => !before.has(n));
   }
 
-  /** Queues the alert for these sinks only (if they want it): a sink added by a reload gets what is firing. */
-  async enqueueTo(names: ReadonlySet<string>, alert: Alert): Promise<void> {
-    const now = this.now();
-    await Promise.all(
-      this.configs
-        .filter((cfg) => names.has(sinkName(cfg)) && sinkAccepts(cfg, alert))
-        .map((cfg) => {
-          const name = sinkName(cfg);
-          if (cfg.type === 'alertmanager') {
-            let m = this.firing.get(name);
-            if (!m) this.firing.set(name, (m = new Map()));
-            m.set(alert.fingerprint, { alert, lastAt: now });
-          }
-          return this.opts.outbox.enqueue(name, alert, now);
-        }),
-    );
-  }
 
   stats(): Record<string, SinkStats> {
     const out: Record<string, SinkStats> = {};

@@ -126,7 +126,7 @@ export class AlertPipeline {
           this.o.config = config;
           this.coalescer.reconfigure({ host: a.host ?? os.hostname(), repeatIntervalSeconds: a.repeatIntervalSeconds, resolveAfterSeconds: a.resolveAfterSeconds });
           const added = new Set(await this.delivery.reload(a.sinks));
-          if (added.size > 0) for (const alert of this.coalescer.active()) await this.delivery.enqueueTo(added, alert);
+          if (added.size > 0) for (const alert of this.coalescer.active()) await this.delivery.enqueue(alert, added);
           resolve();
         } catch (err) {
           reject(err as Error);

@@ -121,14 +121,8 @@ export class DetectionEngine extends EventEmitter {
     if (o.inotify !== this.o.inotify) {
       this.o.inotify = o.inotify;
       for (const w of this.watched.values()) {
-        for (const x of w.watches) x.close();
-        w.watches = [];
-        for (const f of w.refused?.keys() ?? []) watchHealth.settled(f);
-        w.refused = undefined;
-        if (!o.inotify) continue;
-        const files = this.o.cgroups.eventFiles(w.path);
-        if (files.pids) this.watchEventFile(w, files.pids, 'pids');
-        if (files.memory) this.watchEventFile(w, files.memory, 'memory');
+        this.closeWatches(w);
+        if (o.inotify) this.watchEventFiles(w);
       }
     }
   }
@@ -152,26 +146,25 @@ export class DetectionEngine extends EventEmitter {
     for (const p of this.pendingOom.values()) clearTimeout(p.timer);
     this.pendingOom.clear();
     this.merger.flush();
-    for (const w of this.watched.values()) {
-      for (const x of w.watches) x.close();
-      for (const f of w.refused?.keys() ?? []) watchHealth.settled(f);
-    }
+    for (const w of this.watched.values()) this.closeWatches(w);
     this.watched.clear();
     this.reader.close();
   }
 
-  /** Is each source doing its job? For /healthz. */
   /** Is each source doing its job? For /healthz: not ok when one is down, degraded when it limps. */
   health(): { ok: boolean; detail: string; degraded?: string[] } {
     if (!this.running) return { ok: false, detail: 'detection not started' };
     if (this.o.kmsg && !this.kmsgReader?.running) return { ok: false, detail: `kmsg reader on ${this.o.kmsgPath} is not running` };
-    const lag = this.lastSweepAt ? Date.now() - this.lastSweepAt : 0;
-    if (lag > this.o.sweepIntervalMs * 5 + 5000) return { ok: false, detail: `counter sweep has not run for ${lag} ms` };
+    if (this.sweepStalled()) return { ok: false, detail: `counter sweep has not run for ${Date.now() - this.lastSweepAt} ms` };
     const degraded = [watchHealth.degraded()].filter((d): d is string => d !== undefined);
     return { ok: true, detail: `watching ${this.watched.size} cgroups`, ...(degraded.length ? { degraded } : {}) };
   }
 
   private lastSweepAt = 0;
+
+  private sweepStalled(): boolean {
+    return this.lastSweepAt !== 0 && Date.now() - this.lastSweepAt > this.o.sweepIntervalMs * 5 + 5000;
+  }
 
   // ---- watched cgroups ----------------------------------------------------------------
 
@@ -219,11 +212,20 @@ export class DetectionEngine extends EventEmitter {
     this.watched.set(path, entry);
     // Baseline first: what happened before we watched is not news.
     this.readFamily([path]);
-    if (!this.o.inotify) return;
-    const files = this.o.cgroups.eventFiles(path);
-    for (const [file, only] of [[files.pids, 'pids'], [files.memory, 'memory']] as const) {
-      if (file) this.watchEventFile(entry, file, only);
-    }
+    if (this.o.inotify) this.watchEventFiles(entry);
+  }
+
+  private watchEventFiles(entry: Watched): void {
+    const files = this.o.cgroups.eventFiles(entry.path);
+    if (files.pids) this.watchEventFile(entry, files.pids, 'pids');
+    if (files.memory) this.watchEventFile(entry, files.memory, 'memory');
+  }
+
+  private closeWatches(w: Watched): void {
+    for (const x of w.watches) x.close();
+    w.watches = [];
+    for (const f of w.refused?.keys() ?? []) watchHealth.settled(f);
+    w.refused = undefined;
   }
 
   private watchEventFile(entry: Watched, file: string, only: 'pids' | 'memory'): void {
@@ -243,8 +245,7 @@ export class DetectionEngine extends EventEmitter {
   private unwatch(path: string): void {
     const w = this.watched.get(path);
     if (!w || --w.refs > 0) return;
-    for (const x of w.watches) x.close();
-    for (const f of w.refused?.keys() ?? []) watchHealth.settled(f);
+    this.closeWatches(w);
     this.watched.delete(path);
     if (w.owner) this.watched.get(w.owner)?.subs?.delete(path);
     this.tracker.forget(path);
@@ -377,8 +378,7 @@ export class DetectionEngine extends EventEmitter {
 
   /** Which of the enabled sources are doing their job now (cgwatchdog_source_up). */
   sourcesUp(): Partial<Record<'kmsg' | 'inotify' | 'sweep', boolean>> {
-    const lag = this.lastSweepAt ? Date.now() - this.lastSweepAt : 0;
-    const up: Partial<Record<'kmsg' | 'inotify' | 'sweep', boolean>> = { sweep: this.running && lag <= this.o.sweepIntervalMs * 5 + 5000 };
+    const up: Partial<Record<'kmsg' | 'inotify' | 'sweep', boolean>> = { sweep: this.running && !this.sweepStalled() };
     if (this.o.kmsg) up.kmsg = this.kmsgReader?.running === true;
     if (this.o.inotify) up.inotify = watchHealth.degraded() === undefined;
     return up;

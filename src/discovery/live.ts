@@ -4,7 +4,7 @@ import type { Logger } from '../log';
 import type { Recogniser } from '../runtimes/types';
 import { recognise } from '../runtimes/index';
 import { watchHealth, watchPath, type Watch } from '../kernel/inotify';
-import { childPath, walkCgroups, type Found } from './walk';
+import { childPath, underRoots, walkCgroups, type Found } from './walk';
 
 export interface LiveHandlers {
   /** A container cgroup appeared; `seenHr` is when its creation was seen (process.hrtime.bigint()). */
@@ -41,10 +41,6 @@ export class LiveDiscovery {
     /** The discovery roots (relative): containers are looked for under them only. */
     private readonly roots: string[] = ['/'],
   ) {}
-
-  private underRoot(rel: string): boolean {
-    return this.roots.some((r) => r === '/' || rel === r || rel.startsWith(`${r}/`));
-  }
 
   /** On the way to a root that does not exist yet ("/docker" before Docker's first container). */
   private aboveRoot(rel: string): boolean {
@@ -132,7 +128,7 @@ export class LiveDiscovery {
       this.handlers.vanished(rel);
       return;
     }
-    if (!this.underRoot(rel)) {
+    if (!underRoots(this.roots, rel)) {
       // A directory on the way to a missing root: watch it too; anything else is not ours.
       if (this.aboveRoot(rel)) {
         this.watch(rel);

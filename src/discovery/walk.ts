@@ -15,6 +15,11 @@ export interface WalkResult {
 
 const GONE = new Set(['ENOENT', 'ENODEV', 'ENOTDIR']);
 
+/** Whether a relative cgroup path is one of the discovery roots or lies below one. */
+export function underRoots(roots: readonly string[], rel: string): boolean {
+  return roots.some((r) => r === '/' || rel === r || rel.startsWith(`${r}/`));
+}
+
 /** Join a relative cgroup path and a child name, keeping the "/" root form. */
 export function childPath(parent: string, name: string): string {
   return parent === '/' ? `/${name}` : `${parent}/${name}`;

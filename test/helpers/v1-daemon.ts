@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { hasV1, makeV1Cgroup, removeV1Cgroup, uniqueTestRoot, v1Dir } from './v1-cgroups';
 import { isRoot, need } from './prereq';
-import { freePort, startDaemon, stopAllDaemons, type DaemonHandle, type LogLine } from './daemon';
+import { freePort, startDaemon, startWebhookReceiver, stopAllDaemons, type DaemonHandle, type LogLine } from './daemon';
 
 export const hex64 = (): string => randomBytes(32).toString('hex');
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -149,3 +149,27 @@ export function webhookSink(url: string): Obj {
   return { type: 'webhook', url, hmac: { secret: { env: HMAC_ENV } }, retry: { initialDelayMs: 200, maxDelayMs: 1000 } };
 }
 
+/** A real webhook receiver checking HMACs with a fresh secret, closed after the test; `env` gives the daemon the secret. */
+export async function receiver(t: Parameters<typeof defer>[0]) {
+  const secret = randomBytes(16).toString('hex');
+  const hook = await startWebhookReceiver({ hmacSecret: secret });
+  defer(t, () => hook.close());
+  return { hook, env: { [HMAC_ENV]: secret } };
+}
+
+/** SIGKILL every task in a test cgroup until it is empty (up to 2 s). */
+export async function removeTasks(rel: string): Promise<void> {
+  const tasks = path.join(v1Dir('pids', rel), 'tasks');
+  for (let i = 0; i < 100; i++) {
+    const pids = fs.readFileSync(tasks, 'utf8').split('\n').filter(Boolean);
+    if (pids.length === 0) return;
+    for (const p of pids) {
+      try {
+        process.kill(Number(p), 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

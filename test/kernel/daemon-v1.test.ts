@@ -7,15 +7,14 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { pidMaxBaseWithHeadroom } from '../helpers/pid-max';
 import { exited, makeV1Cgroup, spawnInCgroup, v1Dir, waitForTask } from '../helpers/v1-cgroups';
-import { runCli, startDaemon, startWebhookReceiver, type LogLine } from '../helpers/daemon';
+import { runCli, startDaemon } from '../helpers/daemon';
 import {
-  BOMB, HMAC_ENV, alertLog, config, daemon, defer, hex64, isMsg, makeContainer, merge, percentile, pidsEventsMax, r1, readPidsMax,
+  BOMB, alertLog, config, daemon, defer, hex64, isMsg, makeContainer, merge, percentile, pidsEventsMax, r1, readPidsMax, receiver,
   ready, setQuota, sleep, stateDir, testRoot, waitPidsMax, webhookSink, writePidsMax, type Obj,
 } from '../helpers/v1-daemon';
 
@@ -377,16 +376,14 @@ test('a fork bomb gives ONE pids-max alert at the webhook within a second, then 
   const id = hex64();
   const rel = `${root}/docker/${id}`;
   makeContainer(rel);
-  const secret = randomBytes(16).toString('hex');
-  const hook = await startWebhookReceiver({ hmacSecret: secret });
-  defer(t, () => hook.close());
+  const { hook, env } = await receiver(t);
   const d = await daemon(
     t,
     await config(root, stateDir(t), {
       policy: { overrides: [{ pathPattern: `^${root}/docker/`, pidsMax: 20 }] },
       alerts: { repeatIntervalSeconds: 2, sinks: [webhookSink(hook.url)] },
     }),
-    { env: { [HMAC_ENV]: secret } },
+    { env },
   );
   assert.notEqual(await waitPidsMax(rel, '20', 5000), null);
 
@@ -439,10 +436,8 @@ test('an OOM kill in a memory-limited container gives an oom-kill alert naming t
   const rel = `${root}/libpod_parent/libpod-${hex64()}`;
   makeContainer(rel);
   fs.writeFileSync(path.join(v1Dir('memory', rel), 'memory.limit_in_bytes'), String(32 << 20));
-  const secret = randomBytes(16).toString('hex');
-  const hook = await startWebhookReceiver({ hmacSecret: secret });
-  defer(t, () => hook.close());
-  await daemon(t, await config(root, stateDir(t), { alerts: { repeatIntervalSeconds: 2, sinks: [webhookSink(hook.url)] } }), { env: { [HMAC_ENV]: secret } });
+  const { hook, env } = await receiver(t);
+  await daemon(t, await config(root, stateDir(t), { alerts: { repeatIntervalSeconds: 2, sinks: [webhookSink(hook.url)] } }), { env });
 
   // tail on /dev/zero never sees a newline and keeps everything: it grows until the OOM killer.
   const t0 = Date.now();
@@ -467,16 +462,14 @@ test('durability: alerts made while the receiver is down survive SIGKILL of the 
   const root = testRoot(t);
   const rel = `${root}/docker/${hex64()}`;
   makeContainer(rel);
-  const secret = randomBytes(16).toString('hex');
-  const hook = await startWebhookReceiver({ hmacSecret: secret });
-  defer(t, () => hook.close());
+  const { hook, env } = await receiver(t);
   await hook.setDown(true);
   const state = stateDir(t);
   const cfg = await config(root, state, {
     policy: { overrides: [{ pathPattern: `^${root}/docker/`, pidsMax: 20 }] },
     alerts: { repeatIntervalSeconds: 2, sinks: [webhookSink(hook.url)] },
   });
-  const d1 = await daemon(t, cfg, { env: { [HMAC_ENV]: secret } });
+  const d1 = await daemon(t, cfg, { env });
   assert.notEqual(await waitPidsMax(rel, '20', 5000), null);
   const bomb = spawnInCgroup(rel, ['pids'], '/usr/bin/perl', BOMB);
   defer(t, () => bomb.kill('SIGKILL'));
@@ -502,7 +495,7 @@ test('durability: alerts made while the receiver is down survive SIGKILL of the 
   t.diagnostic(`on disk after SIGKILL: ${pending.map((a) => `${a.kind}#${a.sequence}`).join(', ')}`);
 
   await hook.setDown(false);
-  const d2 = startDaemon(cfg, { env: { [HMAC_ENV]: secret } });
+  const d2 = startDaemon(cfg, { env });
   defer(t, () => d2.stop());
   await d2.waitForLog(isMsg('detection running'), 15_000);
   for (const a of pending) {

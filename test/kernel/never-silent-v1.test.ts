@@ -6,7 +6,6 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -14,7 +13,7 @@ import path from 'node:path';
 import { exited, makeV1Cgroup, spawnInCgroup, v1Dir } from '../helpers/v1-cgroups';
 import { runCli, startDaemon, startWebhookReceiver } from '../helpers/daemon';
 import YAML from 'yaml';
-import { BOMB, HMAC_ENV, config, daemon, defer, hex64, makeContainer, merge, readPidsMax, ready, stateDir, testRoot, waitPidsMax, webhookSink } from '../helpers/v1-daemon';
+import { BOMB, HMAC_ENV, config, daemon, defer, hex64, makeContainer, merge, readPidsMax, ready, receiver, removeTasks, stateDir, testRoot, waitPidsMax, webhookSink } from '../helpers/v1-daemon';
 
 function writeTempConfig(t: Parameters<typeof defer>[0], cfg: unknown): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cgwd-cfg-'));
@@ -22,13 +21,6 @@ function writeTempConfig(t: Parameters<typeof defer>[0], cfg: unknown): string {
   const file = path.join(dir, 'config.yaml');
   fs.writeFileSync(file, YAML.stringify(cfg));
   return file;
-}
-
-async function receiver(t: Parameters<typeof defer>[0]) {
-  const secret = randomBytes(16).toString('hex');
-  const hook = await startWebhookReceiver({ hmacSecret: secret });
-  defer(t, () => hook.close());
-  return { hook, env: { [HMAC_ENV]: secret } };
 }
 
 test('an OOM kill whose cgroup is removed at once (docker run --rm) still gives an oom-kill alert naming the container, then its resolution', async (t) => {
@@ -208,13 +200,7 @@ test('first, do no harm: a container already running more tasks than its policy 
 
   // It shrinks: the next reconcile writes the policy and the alert resolves.
   holder.kill('SIGKILL');
-  for (const pid of fs.readFileSync(path.join(v1Dir('pids', rel), 'tasks'), 'utf8').split('\n').filter(Boolean)) {
-    try {
-      process.kill(Number(pid), 'SIGKILL');
-    } catch {
-      /* gone */
-    }
-  }
+  await removeTasks(rel);
   const shrunk = await waitPidsMax(rel, '40', 5000);
   assert.notEqual(shrunk, null, `not limited after it shrank: pids.current ${fs.readFileSync(tasksFile, 'utf8').trim()}; ${JSON.stringify(d.logs.filter((l) => l.cgroup === rel).slice(-4).map((l) => [l.msg, l.why]))}`);
   const resolved = await hook.waitFor((x) => x.alert?.kind === 'pids-policy-too-low' && x.alert.state === 'resolved', 5000);
@@ -275,21 +261,6 @@ test('SIGHUP while an alert fires: the new sink gets it, the resolution arrives 
   assert.equal(atB.alert.startsAt, fired.alert.startsAt);
 });
 
-async function removeTasks(rel: string): Promise<void> {
-  const tasks = path.join(v1Dir('pids', rel), 'tasks');
-  for (let i = 0; i < 100; i++) {
-    const pids = fs.readFileSync(tasks, 'utf8').split('\n').filter(Boolean);
-    if (pids.length === 0) return;
-    for (const p of pids) {
-      try {
-        process.kill(Number(p), 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-    }
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 test('the kmsg reader killed: it is restarted and counted, and the next fork rejection is still seen through kmsg', async (t) => {
   ready();
