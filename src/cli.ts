@@ -102,17 +102,16 @@ async function main(argv: string[]): Promise<number> {
     process.exit(70);
   });
   const daemon = new Daemon(loaded.config, loaded.file, log);
-  // Before start: a SIGHUP's default action ends the process, and one sent the moment the
-  // daemon says it runs must reload it (queued behind the start), not kill it.
+  // Before start: the default action of SIGHUP, SIGTERM and SIGINT ends the process at once.
+  // A SIGHUP sent the moment the daemon says it runs must reload it, and a SIGTERM during a
+  // long start (thousands of containers) must still save what was written: both queue behind
+  // the start (the daemon serializes start, reload and stop).
   process.on('SIGHUP', () => void daemon.reload());
-  try {
-    await daemon.start();
-  } catch (err) {
-    log.fatal({ err }, 'cannot start');
-    fail((err as Error).message, 1);
-  }
+  let stopping = false;
   const stop = (signal: string) => {
     log.info({ signal }, 'stopping');
+    if (stopping) return;
+    stopping = true;
     daemon.stop().then(
       () => process.exit(0),
       (err) => {
@@ -123,6 +122,12 @@ async function main(argv: string[]): Promise<number> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  try {
+    await daemon.start();
+  } catch (err) {
+    log.fatal({ err }, 'cannot start');
+    fail((err as Error).message, 1);
+  }
   return -1; // keep running
 }
 

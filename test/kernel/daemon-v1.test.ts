@@ -293,6 +293,26 @@ test('a restart with a raised pidsPerCore raises the limits the daemon itself se
   assert.equal(readPidsMax(rel), '12288', `after restart with pidsPerCore 2048 the daemon said: ${said.join(' | ')}`);
 });
 
+test('SIGTERM during start: the daemon stops cleanly (exit 0) and keeps every limit it wrote for the next start', async (t) => {
+  ready();
+  const root = testRoot(t);
+  const rels = Array.from({ length: 150 }, () => `${root}/docker/${hex64()}`);
+  for (const rel of rels) makeContainer(rel);
+  const state = stateDir(t);
+  const d = startDaemon(await config(root, state));
+  defer(t, () => d.stop());
+  // The first write is well before the start ends (150 containers): stop it there, as
+  // `systemctl stop` may during a long start.
+  await d.waitForLog(isMsg('pids.max set'), 10_000);
+  const r = await d.stop();
+  assert.deepEqual(r, { code: 0, signal: null }, `SIGTERM during start: ${JSON.stringify(r)}, stderr: ${d.stderr()}`);
+  const set = d.logs.filter(isMsg('pids.max set')).map((l) => l.cgroup as string);
+  const saved = JSON.parse(fs.readFileSync(path.join(state, 'written-pids-max.json'), 'utf8')) as { written: Record<string, number> };
+  t.diagnostic(`${set.length} of ${rels.length} written before the stop; ${Object.keys(saved.written).length} saved`);
+  for (const rel of set) assert.equal(saved.written[rel], 6144, `${rel} was written but not saved`);
+  assert.equal(Object.keys(saved.written).length, set.length);
+});
+
 test('an invalid config stops the daemon before it writes anything, with one sentence naming key, value and expectation', async (t) => {
   ready();
   const root = testRoot(t);
