@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { AlertKind, Severity } from '../config/schema';
 import type { LimitEvent, OomVictim } from '../detect/event';
-import type { Container } from '../discovery/container';
+import type { ContainerRecord } from '../discovery/container';
 import type { Alert, LimitScope } from './alert';
 
 // Turns a stream of limit events into few, meaningful messages. Pure: no timers, no I/O; the
@@ -42,7 +42,7 @@ export function fingerprintOf(host: string, kind: AlertKind, cgroupPath: string)
 
 /** What the caller knows about a cgroup when a message is built: names, counters, top commands. */
 export interface AlertContext {
-  container?: Partial<Pick<Container, 'id' | 'runtime' | 'name' | 'image' | 'podName' | 'podNamespace' | 'podUid'>>;
+  container?: Partial<Pick<ContainerRecord, 'id' | 'runtime' | 'name' | 'image' | 'podName' | 'podNamespace' | 'podUid'>>;
   current?: number;
   limit?: number | 'max';
   topCommands?: { comm: string; tasks: number }[];
@@ -95,6 +95,8 @@ export interface SavedAlertState {
 /** Live state: as saved, but the intervals on a monotonic clock (see Coalescer.snapshot). */
 interface State extends Omit<SavedAlertState, 'sources'> {
   sources: Set<string>;
+  /** What the last event's alert said (counters, top commands): later messages start from it. Not saved. */
+  latest?: AlertContext;
 }
 
 const keyOf = (cgroupPath: string, kind: AlertKind): string => `${kind}\0${cgroupPath}`;
@@ -121,11 +123,11 @@ export class Coalescer {
   }
 
   /** A limit hit. Returns the messages to send now (a firing on the first event, maybe an update). */
-  onEvent(ev: LimitEvent): Alert[] {
+  onEvent(ev: LimitEvent, latest?: AlertContext): Alert[] {
     if (WARNING_KINDS.includes(ev.kind)) {
       return this.raise({ cgroupPath: ev.cgroupPath, kind: ev.kind }, undefined, ev.containerId);
     }
-    return this.observe(ev.cgroupPath, ev.kind, Math.max(0, ev.count), ev.source, ev.containerId, ev.victim, undefined);
+    return this.observe(ev.cgroupPath, ev.kind, Math.max(0, ev.count), ev.source, ev.containerId, ev.victim, undefined, latest);
   }
 
   /**
@@ -186,7 +188,7 @@ export class Coalescer {
   snapshot(): SavedAlertState[] {
     // Saved as wall-clock times: a monotonic clock does not survive the process.
     const toWall = (m: number): number => this.now() - (this.mono() - m);
-    return [...this.states.values()].map((s) => ({ ...s, lastSentAt: toWall(s.lastSentAt), lastEventAt: toWall(s.lastEventAt), sources: [...s.sources] }));
+    return [...this.states.values()].map(({ latest: _, ...s }) => ({ ...s, lastSentAt: toWall(s.lastSentAt), lastEventAt: toWall(s.lastEventAt), sources: [...s.sources] }));
   }
 
   /** States saved by an earlier run: they go on from their sequence number. */
@@ -217,6 +219,7 @@ export class Coalescer {
     containerId: string | undefined,
     victim: OomVictim | undefined,
     given: AlertContext | undefined,
+    latest?: AlertContext,
   ): Alert[] {
     const now = this.mono();
     const k = keyOf(cgroupPath, kind);
@@ -236,6 +239,7 @@ export class Coalescer {
         sources: new Set([source]),
         victim,
         given,
+        latest,
       };
       this.states.set(k, s);
       return [this.build(s, 'firing')];
@@ -247,6 +251,7 @@ export class Coalescer {
     if (containerId) s.containerId = containerId;
     if (victim) s.victim = victim;
     if (given) s.given = given;
+    if (latest) s.latest = latest;
     if (now - s.lastSentAt >= this.repeatMs) return [this.build(s, 'firing')];
     return [];
   }
@@ -262,7 +267,7 @@ export class Coalescer {
 
   private render(s: State, state: 'firing' | 'resolved', eventsSinceLast: number, sequence: number): Alert {
     const now = this.now();
-    const looked = this.opts.lookup?.(s.cgroupPath, s.kind, s.containerId) ?? {};
+    const looked = s.latest ?? this.opts.lookup?.(s.cgroupPath, s.kind, s.containerId) ?? {};
     const ctx: AlertContext = { ...looked, ...s.given, container: { ...looked.container, ...s.given?.container } };
     const c = ctx.container ?? {};
     s.identity ??= { name: c.name, pod: c.podName, namespace: c.podNamespace };

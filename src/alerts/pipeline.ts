@@ -6,7 +6,7 @@ import type { LimitEvent } from '../detect/event';
 import type { UsageMonitor } from '../detect/usage-monitor';
 import { HOST_SUBJECT } from '../detect/usage-monitor';
 import type { WarningTransition } from '../detect/warnings';
-import type { Container } from '../discovery/container';
+import type { ContainerRecord } from '../discovery/container';
 import type { Inventory } from '../discovery/inventory';
 import { topCommands } from '../kernel/proc';
 import type { Logger } from '../log';
@@ -14,7 +14,7 @@ import type { Alert } from './alert';
 import { Coalescer, type AlertContext, type SavedAlertState } from './coalescer';
 import { StateFile } from '../state/state-file';
 import { Delivery, type DeliveryOutcome } from './delivery';
-import { NameResolver, type NameInfo } from './names';
+import { NameResolver } from './names';
 import { Outbox } from './outbox';
 
 /** Reading /proc/<tid>/comm costs ~12 µs; beyond this many tasks an even sample is read and scaled. */
@@ -63,10 +63,8 @@ export class AlertPipeline {
   outbox!: Outbox;
   delivery!: Delivery;
   readonly names: NameResolver;
-  private readonly nameInfo = new Map<string, NameInfo>();
-  private readonly nameLookups = new Map<string, Promise<NameInfo>>();
+  /** Task censuses of the last TOP_CACHE_MS, by cgroup (a container's, a sub-cgroup's, a pod's). */
   private readonly tops = new Map<string, { at: number; top: { comm: string; tasks: number }[] }>();
-  private readonly contexts = new Map<string, AlertContext>();
   private ticker?: NodeJS.Timeout;
   private saveTimer?: NodeJS.Timeout;
   private stateFile?: StateFile<{ alerts: SavedAlertState[] }>;
@@ -79,7 +77,7 @@ export class AlertPipeline {
       host: a.host ?? os.hostname(),
       repeatIntervalSeconds: a.repeatIntervalSeconds,
       resolveAfterSeconds: a.resolveAfterSeconds,
-      lookup: (cgroupPath, kind) => this.contexts.get(`${kind}\0${cgroupPath}`) ?? this.baseContext(cgroupPath),
+      lookup: (cgroupPath) => this.baseContext(cgroupPath),
     });
     this.names = new NameResolver({ ...o.config.names, log: o.log });
   }
@@ -135,17 +133,15 @@ export class AlertPipeline {
     });
   }
 
-  containerAdded(c: Container): void {
-    const p = this.names.lookup(c).then((info) => {
-      this.nameInfo.set(c.id, info);
+  containerAdded(c: ContainerRecord): void {
+    c.naming = this.names.lookup(c).then((info) => {
       Object.assign(c, { name: info.name ?? c.name, image: info.image ?? c.image, podName: info.podName ?? c.podName, podNamespace: info.podNamespace ?? c.podNamespace });
-      return info;
-    });
-    this.nameLookups.set(c.id, p);
-    void p.finally(() => this.nameLookups.delete(c.id));
+    })
+      .catch(() => undefined)
+      .finally(() => (c.naming = undefined));
   }
 
-  containerRemoved(c: Container): void {
+  containerRemoved(c: ContainerRecord): void {
     const timer = setTimeout(() => {
       this.removals.delete(timer);
       this.serial(async () => {
@@ -153,9 +149,6 @@ export class AlertPipeline {
         if (this.o.inventory.get(c.cgroupPath)) return;
         await this.send(this.coalescer.resolveNow(c.cgroupPath));
         this.names.forget(c.id);
-        this.nameInfo.delete(c.id);
-        for (const k of this.tops.keys()) if (k === c.cgroupPath || k.startsWith(`${c.cgroupPath}/`)) this.tops.delete(k);
-        for (const k of this.contexts.keys()) if (k.endsWith(`\0${c.cgroupPath}`) || k.includes(`\0${c.cgroupPath}/`)) this.contexts.delete(k);
       });
     }, REMOVAL_GRACE_MS);
     timer.unref();
@@ -164,12 +157,12 @@ export class AlertPipeline {
 
   event(ev: LimitEvent): void {
     this.serial(async () => {
-      await this.prepare(ev.cgroupPath, ev.kind);
-      await this.send(this.coalescer.onEvent(ev));
+      const ctx = await this.prepare(ev.cgroupPath, ev.kind);
+      await this.send(this.coalescer.onEvent(ev, ctx));
     });
   }
 
-  warning(t: WarningTransition, c: Container | undefined): void {
+  warning(t: WarningTransition, c: ContainerRecord | undefined): void {
     this.serial(async () => {
       const key = { cgroupPath: t.subject, kind: t.kind as AlertKind };
       if (t.state === 'clear') return this.send(this.coalescer.clear(key));
@@ -183,7 +176,7 @@ export class AlertPipeline {
    * The policy value was not written because the container already runs more tasks (raise),
    * or it was written or no longer too low (clear).
    */
-  policyTooLow(c: Container, tooLow: { tasks?: number; policy: number } | null): void {
+  policyTooLow(c: ContainerRecord, tooLow: { tasks?: number; policy: number } | null): void {
     this.serial(async () => {
       const key = { cgroupPath: c.cgroupPath, kind: 'pids-policy-too-low' as const };
       if (!tooLow) return this.send(this.coalescer.clear(key));
@@ -237,7 +230,7 @@ export class AlertPipeline {
   }
 
   /** The container a cgroup is, or lies in; also one removed a moment ago. */
-  private containerFor(cgroupPath: string): Container | undefined {
+  private containerFor(cgroupPath: string): ContainerRecord | undefined {
     return this.o.inventory.owner(cgroupPath);
   }
 
@@ -245,7 +238,7 @@ export class AlertPipeline {
     const c = this.containerFor(cgroupPath);
     if (!c) return this.o.inventory.isPod(cgroupPath) ? { limitScope: 'pod' } : {};
     const own = c.cgroupPath === cgroupPath;
-    const u = own ? (this.o.usage.usage.get(cgroupPath) ?? c.lastUsage) : undefined;
+    const u = own ? c.usage : undefined;
     return {
       container: { id: c.id, runtime: c.runtime, name: c.name, image: c.image, podName: c.podName, podNamespace: c.podNamespace, podUid: c.podUid },
       memory: u ? { usageBytes: u.memoryUsage, limitBytes: u.memoryLimit } : undefined,
@@ -256,21 +249,17 @@ export class AlertPipeline {
   /** Gather what the alert will say: fresh counters, names (briefly awaited), top commands for PID kinds. */
   private async prepare(cgroupPath: string, kind: AlertKind): Promise<AlertContext> {
     const c = this.containerFor(cgroupPath);
-    if (c) {
-      const pending = this.nameLookups.get(c.id);
-      if (pending) await Promise.race([pending, new Promise((r) => setTimeout(r, NAME_WAIT_MS).unref())]);
-    }
+    if (c?.naming) await Promise.race([c.naming, new Promise((r) => setTimeout(r, NAME_WAIT_MS).unref())]);
     const ctx = this.baseContext(cgroupPath);
     if (cgroupPath !== HOST_SUBJECT) {
       // A departed container's last reading stands in for the one its removal made impossible.
-      const u = !c ? undefined : c.cgroupPath === cgroupPath ? (this.o.usage.read(c) ?? c.lastUsage) : this.o.usage.readCgroup(cgroupPath);
+      const u = !c ? undefined : c.cgroupPath === cgroupPath ? (this.o.usage.read(c) ?? c.usage) : this.o.usage.readCgroup(cgroupPath);
       if (kind === 'pids-max' || kind === 'pids-warning' || kind === 'pids-policy-too-low') {
         Object.assign(ctx, { current: u?.pidsCurrent, limit: u?.pidsMax, topCommands: await this.top(cgroupPath), memory: undefined });
       } else if (u) {
         Object.assign(ctx, { current: u.memoryUsage, limit: u.memoryLimit, memory: { usageBytes: u.memoryUsage, limitBytes: u.memoryLimit } });
       }
     }
-    this.contexts.set(`${kind}\0${cgroupPath}`, ctx);
     return ctx;
   }
 
@@ -287,7 +276,10 @@ export class AlertPipeline {
     const step = Math.max(1, tids.length / TOP_SAMPLE);
     const sample = step === 1 ? tids : Array.from({ length: Math.floor(tids.length / step) }, (_, i) => tids![Math.floor(i * step)]!);
     const top = topCommands(this.o.config.paths.procRoot, sample, TOP_N).map((t) => ({ comm: t.comm, tasks: Math.round(t.tasks * step) }));
-    this.tops.set(cgroupPath, { at: Date.now(), top });
+    // A cache, not state: what is older than TOP_CACHE_MS goes (a fork bomb's burst reuses one census).
+    const now = Date.now();
+    for (const [k, v] of this.tops) if (now - v.at >= TOP_CACHE_MS) this.tops.delete(k);
+    this.tops.set(cgroupPath, { at: now, top });
     return top;
   }
 }

@@ -2,20 +2,16 @@ import { EventEmitter } from 'node:events';
 import { CounterReader } from '../cgroup/counter-reader';
 import type { CgroupFs } from '../cgroup/types';
 import type { Container } from '../discovery/container';
-import { watchHealth, watchPath, type Watch } from '../kernel/inotify';
-import { classifyKmsg, type KmsgRecord, type OomKill } from '../kernel/kmsg-parser';
-import { KmsgReader } from '../kernel/kmsg-reader';
+import { watchHealth } from '../kernel/inotify';
 import type { Logger } from '../log';
 import { attributeMemoryEvents, attributePidsHits, type MemoryObservation, type PidsObservation } from './attribution';
 import { CounterTracker, type CgroupCounters } from './counter-diff';
 import type { EventSource, OomVictim } from './event';
+import { InotifySource } from './inotify-source';
+import { KmsgSource } from './kmsg-source';
 import { EventMerger } from './merge';
+import { SweepSource } from './sweep-source';
 import { Yielder } from '../yielder';
-
-const FULL_SWEEP_EVERY = 10;
-/** A kmsg reader that stopped is started again after this, doubling up to the max. */
-const KMSG_RETRY_MIN_MS = 1000;
-const KMSG_RETRY_MAX_MS = 60_000;
 
 export interface EngineOptions {
   cgroups: CgroupFs;
@@ -50,20 +46,17 @@ interface Watched {
   container?: Container;
   /** Containers below a pod cgroup keep it watched. */
   refs: number;
-  watches: Watch[];
   /** A sub-cgroup: the container cgroup it lies in. */
   owner?: string;
   /** A container: its adopted sub-cgroups. */
   subs?: Set<string>;
-  /** Event files inotify refused to watch, to retry. */
-  refused?: Map<string, 'pids' | 'memory'>;
 }
 
 /**
- * Detection: three sources (inotify on v2 event files, /dev/kmsg, the counter sweep), one
- * stream of LimitEvents. Every source only prompts a read of the counters; counters say how
- * many, so a hit seen by several sources is counted once. Emits 'event' (LimitEvent) and
- * 'sweep' (seconds).
+ * Detection: the counter watcher, and three sources as its peers (inotify on v2 event files,
+ * /dev/kmsg, the counter sweep), one stream of LimitEvents. Every source only prompts a read
+ * of the counters (check()); counters say how many, so a hit seen by several sources is
+ * counted once. Emits 'event' (LimitEvent) and 'sweep' (seconds).
  */
 export class DetectionEngine extends EventEmitter {
   readonly tracker = new CounterTracker();
@@ -71,31 +64,31 @@ export class DetectionEngine extends EventEmitter {
   readonly reader = new CounterReader();
   private readonly watched = new Map<string, Watched>();
   private readonly merger: EventMerger;
-  private kmsgReader?: KmsgReader;
-  private sweepTimer?: NodeJS.Timeout;
-  private sweeping = false;
-  private readonly pendingOom = new Map<number, { rec: OomKill; kernelAt: number; timer: NodeJS.Timeout }>();
-  readonly stats: EngineStats = { kmsgRecords: { parsed: 0, unparsed: 0, wrapped: 0 }, kmsgRestarts: 0, sweeps: 0, lastSweepMs: 0 };
-  private kmsgRetry?: NodeJS.Timeout;
-  private kmsgBackoffMs = KMSG_RETRY_MIN_MS;
+  private readonly kmsg: KmsgSource;
+  private readonly inotify: InotifySource;
+  private readonly sweeper: SweepSource;
   running = false;
 
   constructor(private readonly o: EngineOptions) {
     super();
     this.merger = new EventMerger((e) => this.emit('event', e));
+    this.kmsg = new KmsgSource(o.kmsgPath, { hit: (cg, kind, at) => this.onHit(cg, kind, at), oomVictim: (cg, v, at) => this.onVictim(cg, v, at) }, o.log, o.victimWaitMs);
+    this.inotify = new InotifySource(o.cgroups, o.inotify, (path, only) => this.check(path, 'inotify', Date.now(), false, only));
+    this.sweeper = new SweepSource(o.sweepIntervalMs, (full) => this.sweepAll(full), (seconds) => this.emit('sweep', seconds));
+  }
+
+  get stats(): EngineStats {
+    return { kmsgRecords: this.kmsg.stats.records, kmsgRestarts: this.kmsg.stats.restarts, sweeps: this.sweeper.sweeps, lastSweepMs: this.sweeper.lastMs };
   }
 
   get watchCount(): { inotify: number; cgroups: number; openFiles: number } {
-    let inotify = 0;
-    for (const w of this.watched.values()) inotify += w.watches.length;
-    return { inotify, cgroups: this.watched.size, openFiles: this.reader.openCount };
+    return { inotify: this.inotify.watchCount, cgroups: this.watched.size, openFiles: this.reader.openCount };
   }
 
   start(): void {
     this.running = true;
-    if (this.o.kmsg) this.startKmsg();
-    this.sweepTimer = setInterval(() => void this.sweep(), this.o.sweepIntervalMs);
-    this.sweepTimer.unref();
+    if (this.o.kmsg) this.kmsg.start(this.o.kmsgPath);
+    this.sweeper.start();
   }
 
   /**
@@ -103,50 +96,29 @@ export class DetectionEngine extends EventEmitter {
    * baselines and held events stay, so nothing that happens meanwhile is lost or repeated.
    */
   reconfigure(o: Pick<EngineOptions, 'sweepIntervalMs' | 'kmsg' | 'kmsgPath' | 'inotify'>): void {
-    if (o.sweepIntervalMs !== this.o.sweepIntervalMs) {
-      this.o.sweepIntervalMs = o.sweepIntervalMs;
-      if (this.sweepTimer) {
-        clearInterval(this.sweepTimer);
-        this.sweepTimer = setInterval(() => void this.sweep(), o.sweepIntervalMs);
-        this.sweepTimer.unref();
-      }
-    }
+    this.o.sweepIntervalMs = o.sweepIntervalMs;
+    this.sweeper.setInterval(o.sweepIntervalMs);
     if (o.kmsg !== this.o.kmsg || o.kmsgPath !== this.o.kmsgPath) {
-      this.kmsgReader?.stop();
-      this.kmsgReader = undefined;
+      this.kmsg.stop();
       this.o.kmsg = o.kmsg;
       this.o.kmsgPath = o.kmsgPath;
-      if (o.kmsg && this.running) this.startKmsg();
+      if (o.kmsg && this.running) this.kmsg.start(o.kmsgPath);
     }
-    if (o.inotify !== this.o.inotify) {
-      this.o.inotify = o.inotify;
-      for (const w of this.watched.values()) {
-        this.closeWatches(w);
-        if (o.inotify) this.watchEventFiles(w);
-      }
-    }
+    this.o.inotify = o.inotify;
+    this.inotify.setEnabled(o.inotify);
   }
 
   /** Resolves once the kmsg reader has caught up with "now" (or at the timeout): detection is then really running. */
-  async kmsgReady(timeoutMs: number): Promise<boolean> {
-    const r = this.kmsgReader;
-    if (!r?.running) return false;
-    let timer: NodeJS.Timeout | undefined;
-    const ok = await Promise.race([r.whenReady().then(() => true), new Promise<boolean>((res) => (timer = setTimeout(() => res(false), timeoutMs)))]);
-    clearTimeout(timer);
-    return ok;
+  kmsgReady(timeoutMs: number): Promise<boolean> {
+    return this.kmsg.ready(timeoutMs);
   }
 
   stop(): void {
     this.running = false;
-    if (this.sweepTimer) clearInterval(this.sweepTimer);
-    if (this.kmsgRetry) clearTimeout(this.kmsgRetry);
-    this.kmsgRetry = undefined;
-    this.kmsgReader?.stop();
-    for (const p of this.pendingOom.values()) clearTimeout(p.timer);
-    this.pendingOom.clear();
+    this.sweeper.stop();
+    this.kmsg.stop();
     this.merger.flush();
-    for (const w of this.watched.values()) this.closeWatches(w);
+    this.inotify.stop();
     this.watched.clear();
     this.reader.close();
   }
@@ -154,16 +126,10 @@ export class DetectionEngine extends EventEmitter {
   /** Is each source doing its job? For /healthz: not ok when one is down, degraded when it limps. */
   health(): { ok: boolean; detail: string; degraded?: string[] } {
     if (!this.running) return { ok: false, detail: 'detection not started' };
-    if (this.o.kmsg && !this.kmsgReader?.running) return { ok: false, detail: `kmsg reader on ${this.o.kmsgPath} is not running` };
-    if (this.sweepStalled()) return { ok: false, detail: `counter sweep has not run for ${Date.now() - this.lastSweepAt} ms` };
+    if (this.o.kmsg && !this.kmsg.up) return { ok: false, detail: `kmsg reader on ${this.o.kmsgPath} is not running` };
+    if (this.sweeper.stalled()) return { ok: false, detail: `counter sweep has not run for ${this.sweeper.msSinceLast} ms` };
     const degraded = [watchHealth.degraded()].filter((d): d is string => d !== undefined);
     return { ok: true, detail: `watching ${this.watched.size} cgroups`, ...(degraded.length ? { degraded } : {}) };
-  }
-
-  private lastSweepAt = 0;
-
-  private sweepStalled(): boolean {
-    return this.lastSweepAt !== 0 && Date.now() - this.lastSweepAt > this.o.sweepIntervalMs * 5 + 5000;
   }
 
   // ---- watched cgroups ----------------------------------------------------------------
@@ -208,44 +174,17 @@ export class DetectionEngine extends EventEmitter {
       if (container) w.container = container;
       return;
     }
-    const entry: Watched = { path, container, refs: 1, watches: [], owner };
+    const entry: Watched = { path, container, refs: 1, owner };
     this.watched.set(path, entry);
     // Baseline first: what happened before we watched is not news.
     this.readFamily([path]);
-    if (this.o.inotify) this.watchEventFiles(entry);
-  }
-
-  private watchEventFiles(entry: Watched): void {
-    const files = this.o.cgroups.eventFiles(entry.path);
-    if (files.pids) this.watchEventFile(entry, files.pids, 'pids');
-    if (files.memory) this.watchEventFile(entry, files.memory, 'memory');
-  }
-
-  private closeWatches(w: Watched): void {
-    for (const x of w.watches) x.close();
-    w.watches = [];
-    for (const f of w.refused?.keys() ?? []) watchHealth.settled(f);
-    w.refused = undefined;
-  }
-
-  private watchEventFile(entry: Watched, file: string, only: 'pids' | 'memory'): void {
-    const x = watchPath(file, (ev) => {
-      if (ev === 'change') this.check(entry.path, 'inotify', Date.now(), false, only);
-    });
-    if (typeof x === 'object') {
-      entry.watches.push(x);
-      entry.refused?.delete(file);
-    } else if (x === 'failed') {
-      // inotify refused (the watch limit; counted in watchHealth): the sweep reads it, and
-      // full sweeps retry the watch.
-      (entry.refused ??= new Map()).set(file, only);
-    }
+    this.inotify.add(path);
   }
 
   private unwatch(path: string): void {
     const w = this.watched.get(path);
     if (!w || --w.refs > 0) return;
-    this.closeWatches(w);
+    this.inotify.remove(path);
     this.watched.delete(path);
     if (w.owner) this.watched.get(w.owner)?.subs?.delete(path);
     this.tracker.forget(path);
@@ -340,102 +279,31 @@ export class DetectionEngine extends EventEmitter {
     }
   }
 
-  /** The safety net: read every watched family. Yields to the event loop between chunks. */
-  async sweep(): Promise<void> {
-    if (this.sweeping || !this.running) return;
-    this.sweeping = true;
-    const t0 = process.hrtime.bigint();
-    try {
-      const tops = new Set<string>();
-      for (const path of this.watched.keys()) tops.add(this.topOf(path));
-      // Every tenth sweep reads everything; the others may skip what cannot have changed.
-      const quick = this.stats.sweeps % FULL_SWEEP_EVERY !== 0;
-      if (!quick) this.retryRefusedWatches();
-      const y = new Yielder();
-      for (const top of tops) {
-        if (!this.watched.has(top)) continue; // removed while we yielded
-        this.check(top, 'sweep', undefined, quick);
-        await y.maybe();
-      }
-    } finally {
-      this.sweeping = false;
-      this.stats.sweeps++;
-      this.stats.lastSweepMs = Number(process.hrtime.bigint() - t0) / 1e6;
-      this.lastSweepAt = Date.now();
-      this.emit('sweep', this.stats.lastSweepMs / 1000);
-    }
+  /** The safety net now, out of turn (tests, and the sweep source's timer). */
+  sweep(): Promise<void> {
+    return this.running ? this.sweeper.sweep() : Promise.resolve();
   }
 
-  private retryRefusedWatches(): void {
-    if (!watchHealth.degraded()) return;
-    for (const w of this.watched.values()) {
-      if (!w.refused?.size) continue;
-      for (const [file, only] of [...w.refused]) this.watchEventFile(w, file, only);
+  /** One sweep: read every watched family, yielding to the event loop between chunks. */
+  private async sweepAll(full: boolean): Promise<void> {
+    if (!this.running) return;
+    const tops = new Set<string>();
+    for (const path of this.watched.keys()) tops.add(this.topOf(path));
+    if (full) this.inotify.retryRefused();
+    const y = new Yielder();
+    for (const top of tops) {
+      if (!this.watched.has(top)) continue; // removed while we yielded
+      this.check(top, 'sweep', undefined, !full);
+      await y.maybe();
     }
   }
-
-  // ---- /dev/kmsg ----------------------------------------------------------------------
 
   /** Which of the enabled sources are doing their job now (cgwatchdog_source_up). */
   sourcesUp(): Partial<Record<'kmsg' | 'inotify' | 'sweep', boolean>> {
-    const up: Partial<Record<'kmsg' | 'inotify' | 'sweep', boolean>> = { sweep: this.running && !this.sweepStalled() };
-    if (this.o.kmsg) up.kmsg = this.kmsgReader?.running === true;
-    if (this.o.inotify) up.inotify = watchHealth.degraded() === undefined;
+    const up: Partial<Record<'kmsg' | 'inotify' | 'sweep', boolean>> = { sweep: this.running && !this.sweeper.stalled() };
+    if (this.o.kmsg) up.kmsg = this.kmsg.up;
+    if (this.inotify.on) up.inotify = this.inotify.up;
     return up;
-  }
-
-  /**
-   * The kmsg reader, supervised: its `cat` child is restarted by the reader itself; a reader
-   * that stopped (an open or read error) is started again here with backoff, and every
-   * restart is counted. Meanwhile the sweep counts what kmsg would have prompted.
-   */
-  private startKmsg(): void {
-    const r = new KmsgReader({ path: this.o.kmsgPath });
-    this.kmsgReader = r;
-    r.on('record', (rec: KmsgRecord) => {
-      this.kmsgBackoffMs = KMSG_RETRY_MIN_MS;
-      this.onKmsg(rec);
-    });
-    r.on('unparsed', () => this.stats.kmsgRecords.unparsed++);
-    r.on('wrapped', (lost: number) => {
-      this.stats.kmsgRecords.wrapped++;
-      this.o.log.warn({ lost }, 'the kernel log wrapped past us: records lost; the counter sweep still counts');
-    });
-    r.on('restarted', (why: string) => {
-      this.stats.kmsgRestarts++;
-      this.o.log.warn({ path: this.o.kmsgPath, why: why || undefined, restarts: this.stats.kmsgRestarts }, 'kmsg reader child ended: following the kernel log again');
-    });
-    r.on('error', (err: Error) => {
-      this.o.log.error({ err: err.message, path: this.o.kmsgPath }, 'kmsg reader failed; the counter sweep goes on');
-      if (!r.running) this.retryKmsg(r);
-    });
-    try {
-      r.start();
-    } catch (err) {
-      this.o.log.error({ err: (err as Error).message, path: this.o.kmsgPath, retryInMs: this.kmsgBackoffMs }, 'cannot read the kernel log; detection goes on through inotify and the sweep, retrying');
-      this.retryKmsg(r);
-    }
-  }
-
-  private retryKmsg(r: KmsgReader): void {
-    if (this.kmsgRetry || this.kmsgReader !== r || !this.running) return;
-    const delay = this.kmsgBackoffMs;
-    this.kmsgBackoffMs = Math.min(KMSG_RETRY_MAX_MS, delay * 2);
-    this.kmsgRetry = setTimeout(() => {
-      this.kmsgRetry = undefined;
-      if (!this.running || this.kmsgReader !== r || !this.o.kmsg) return;
-      r.removeAllListeners();
-      r.stop();
-      this.stats.kmsgRestarts++;
-      this.startKmsg();
-    }, delay);
-    this.kmsgRetry.unref();
-  }
-
-  /** The kernel's timestamp (µs of CLOCK_MONOTONIC) as ms since epoch. */
-  private kmsgWallMs(tsUs: number): number {
-    const nowUs = Number(process.hrtime.bigint() / 1000n);
-    return Date.now() - Math.max(0, nowUs - tsUs) / 1000;
   }
 
   /** The watched cgroup that holds `path` (kmsg names the task's own cgroup, which may be below a container's). */
@@ -445,26 +313,6 @@ export class DetectionEngine extends EventEmitter {
       if (p === '/') break;
     }
     return undefined;
-  }
-
-  private onKmsg(rec: KmsgRecord): void {
-    const ev = classifyKmsg(rec.message);
-    if (!ev) return;
-    this.stats.kmsgRecords.parsed++;
-    const kernelAt = this.kmsgWallMs(rec.tsUs);
-    if (ev.type === 'fork-rejected') {
-      this.onHit(ev.cgroup, 'pids-max', kernelAt);
-    } else if (ev.type === 'oom-kill') {
-      this.onHit(ev.oomMemcg ?? ev.taskMemcg ?? '', 'oom-kill', kernelAt);
-      // The "Killed process" line with the RSS follows within microseconds; wait a little for it.
-      const timer = setTimeout(() => this.victimReady(ev.pid), this.o.victimWaitMs ?? 100);
-      timer.unref();
-      this.pendingOom.set(ev.pid, { rec: ev, kernelAt, timer });
-    } else if (ev.type === 'oom-killed') {
-      this.victimReady(ev.pid, { anonRssKb: ev.anonRssKb, fileRssKb: ev.fileRssKb, shmemRssKb: ev.shmemRssKb, totalVmKb: ev.totalVmKb, comm: ev.comm });
-    }
-    // After the read it prompted: off the detection path.
-    this.o.log.debug({ kmsg: ev, seq: rec.seq }, 'kmsg record');
   }
 
   /**
@@ -480,24 +328,18 @@ export class DetectionEngine extends EventEmitter {
       else this.check(w, 'kmsg', kernelAt);
       return;
     }
-    // An OOM kill's record goes through victimReady, which knows departed containers too.
+    // An OOM kill's record goes through onVictim, which knows departed containers too.
     if (kind === 'oom-kill') return;
     const gone = this.o.ownerOf?.(cgroup);
     if (gone) this.merger.counter({ cgroupPath: cgroup, containerId: gone.id, kind, count: 1, source: 'kmsg', kernelAt });
   }
 
-  private victimReady(pid: number, rss?: Partial<OomVictim>): void {
-    const p = this.pendingOom.get(pid);
-    if (!p) return;
-    clearTimeout(p.timer);
-    this.pendingOom.delete(pid);
-    const limitCgroup = p.rec.oomMemcg ?? p.rec.taskMemcg ?? '';
+  /** kmsg's OOM victim of a kill: with the alert of the container whose limit it was (also one just removed). */
+  private onVictim(limitCgroup: string, victim: OomVictim, kernelAt: number): void {
     const watched = this.watchedFor(limitCgroup);
     const containerId = watched ? this.watched.get(watched)?.container?.id : this.o.ownerOf?.(limitCgroup)?.id;
     if (!watched && !containerId) return;
-    const victim: OomVictim = { pid, comm: p.rec.task, uid: p.rec.uid, oomMemcg: p.rec.oomMemcg, taskMemcg: p.rec.taskMemcg, ...rss };
     // A departed container's path is in the merger's "gone" set: the record goes out at once.
-    this.merger.kmsgOom({ cgroupPath: watched ?? limitCgroup, containerId, victim, kernelAt: p.kernelAt });
+    this.merger.kmsgOom({ cgroupPath: watched ?? limitCgroup, containerId, victim, kernelAt });
   }
 }
-

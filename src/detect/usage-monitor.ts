@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { CgroupFs, Limit, SyncFileReader } from '../cgroup/types';
-import type { Container } from '../discovery/container';
+import type { ContainerRecord } from '../discovery/container';
 import { countHostTasks } from '../kernel/proc';
 import { readPidMax, readThreadsMax } from '../kernel/sysctl';
 import type { Logger } from '../log';
@@ -32,18 +32,17 @@ export interface UsageMonitorOptions {
   procRoot: string;
   intervalMs: number;
   thresholds: WarningThresholds;
-  containers: () => Iterable<Container>;
+  containers: () => Iterable<ContainerRecord>;
   log: Logger;
 }
 
 /**
  * Usage against limits, every `intervalMs`: pids.current vs pids.max, memory vs its limit,
- * the host's tasks vs kernel.pid_max. Keeps the last values (metrics and alerts read them,
- * with no I/O of their own) and emits 'transition' (WarningTransition, Container | undefined)
- * when an early warning is raised or cleared.
+ * the host's tasks vs kernel.pid_max. Keeps the last values in each container's record
+ * (metrics and alerts read them, with no I/O of their own) and emits 'transition'
+ * (WarningTransition, ContainerRecord | undefined) when an early warning is raised or cleared.
  */
 export class UsageMonitor extends EventEmitter {
-  readonly usage = new Map<string, Usage>();
   host: HostUsage = {};
   private ticks = 0;
   private readonly warnings: WarningTracker;
@@ -77,8 +76,7 @@ export class UsageMonitor extends EventEmitter {
   }
 
   /** The container is gone: its warnings end with it (the alert pipeline resolves them). */
-  forget(c: Container): void {
-    this.usage.delete(c.cgroupPath);
+  forget(c: ContainerRecord): void {
     this.warnings.forget(c.cgroupPath);
   }
 
@@ -87,14 +85,13 @@ export class UsageMonitor extends EventEmitter {
    * rarely (we write pids.max ourselves; the runtime sets the memory limit), so ticks re-read
    * them only every LIMITS_EVERY ticks: two reads a container instead of four.
    */
-  read(c: Container, fresh = true): Usage | undefined {
+  read(c: ContainerRecord, fresh = true): Usage | undefined {
     const { cgroups, reader } = this.o;
-    const last = this.usage.get(c.cgroupPath);
+    const last = c.usage;
     if (fresh || !last || this.ticks % LIMITS_EVERY === 0) {
       const u = this.readCgroup(c.cgroupPath);
       if (!u) return undefined;
-      this.usage.set(c.cgroupPath, u);
-      c.lastUsage = u;
+      c.usage = u;
       return u;
     }
     try {
@@ -102,8 +99,7 @@ export class UsageMonitor extends EventEmitter {
       const memoryUsage = cgroups.readMemoryUsageOnlySync(c.cgroupPath, reader);
       if (pidsCurrent === null && memoryUsage === null) return undefined;
       const u: Usage = { ...last, pidsCurrent: pidsCurrent ?? undefined, memoryUsage: memoryUsage ?? undefined };
-      this.usage.set(c.cgroupPath, u);
-      c.lastUsage = u;
+      c.usage = u;
       return u;
     } catch (err) {
       this.o.log.warn({ err: (err as Error).message, cgroup: c.cgroupPath }, 'reading usage failed');
@@ -156,7 +152,7 @@ export class UsageMonitor extends EventEmitter {
     }
   }
 
-  private transition(t: WarningTransition | undefined, c: Container | undefined): void {
+  private transition(t: WarningTransition | undefined, c: ContainerRecord | undefined): void {
     if (t) this.emit('transition', t, c);
   }
 }

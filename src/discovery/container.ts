@@ -1,6 +1,8 @@
+import type { Usage } from '../detect/usage-monitor';
+import type { ApplyResult } from '../policy/apply';
 import type { RuntimeName } from '../runtimes/types';
 
-/** A container as the inventory knows it. One definition, used by policy, detection, alerts and metrics. */
+/** A container as discovery finds it: what the cgroup path says, and when it was seen. */
 export interface Container {
   /** The runtime's id. */
   id: string;
@@ -9,16 +11,39 @@ export interface Container {
   cgroupPath: string;
   podUid?: string;
   podPath?: string;
-  /** Filled in asynchronously by name lookups; never awaited on the detection path. */
+  /** When discovery first saw it (ms since epoch) and the monotonic time (ns) for latency. */
+  seenAt: number;
+  seenHr: bigint;
+}
+
+/** Limit hits counted for a container (its sub-cgroups' included) since cgwatchdog first saw it. */
+export interface Hits {
+  pidsLimitHits: number;
+  oomEvents: number;
+  oomKills: number;
+}
+
+/**
+ * Everything the daemon keeps about one container, in one object: made only by
+ * Inventory.add, dropped only by the Inventory (DEPARTED_MS after its removal), so there is
+ * no per-container map elsewhere to clean up. Detection state stays per cgroup (the engine
+ * also watches pod cgroups and sub-cgroups, which are no container's record).
+ */
+export interface ContainerRecord extends Container {
+  /** Learned by the name lookup, never awaited on the detection path; kept after removal. */
   name?: string;
   image?: string;
   podName?: string;
   podNamespace?: string;
-  /** The last usage and limits read (kept after removal: an alert about its last moments says them). */
-  lastUsage?: { pidsCurrent?: number; pidsMax?: number | 'max'; memoryUsage?: number; memoryLimit?: number | 'max' };
+  /** The name lookup while it runs (a first alert waits for it briefly). */
+  naming?: Promise<unknown>;
+  /** The last policy application (what pids.max is, the policy value, the cores counted). */
+  applied?: ApplyResult;
   /** Its policy value was not written: it runs more tasks than the value allows (alert raised). */
-  policyTooLow?: boolean;
-  /** When discovery first saw it (ms since epoch) and the monotonic time (ns) for latency. */
-  seenAt: number;
-  seenHr: bigint;
+  policyTooLow: boolean;
+  /** The last usage and limits read (kept after removal: an alert about its last moments says them). */
+  usage?: Usage;
+  hits: Hits;
+  /** Set when the container is gone (ms since epoch); the record stays DEPARTED_MS more. */
+  removedAt?: number;
 }

@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
-import type { Container } from './container';
+import type { ApplyResult } from '../policy/apply';
+import type { Container, ContainerRecord } from './container';
 
 /**
  * How long a removed container stays findable by `owner()` and in /metrics: events of its
@@ -10,12 +11,13 @@ import type { Container } from './container';
 export const DEPARTED_MS = 5 * 60_000;
 
 /**
- * The containers known right now, by cgroup path, and those removed in the last DEPARTED_MS.
- * Emits 'added', 'removed', and 'expired' when a removed one is forgotten.
+ * The records of the containers known right now, by cgroup path, and of those removed in the
+ * last DEPARTED_MS. The one place a record is made (add) and dropped (DEPARTED_MS after
+ * remove). Emits 'added', 'removed', and 'expired' when a removed one is dropped.
  */
 export class Inventory extends EventEmitter {
-  private readonly byPath = new Map<string, Container>();
-  private readonly departed = new Map<string, { c: Container; timer: NodeJS.Timeout }>();
+  private readonly byPath = new Map<string, ContainerRecord>();
+  private readonly departed = new Map<string, { c: ContainerRecord; timer: NodeJS.Timeout }>();
   /** Pod cgroup -> how many known containers lie in it. */
   private readonly pods = new Map<string, number>();
 
@@ -23,7 +25,7 @@ export class Inventory extends EventEmitter {
     return this.byPath.size;
   }
 
-  get(cgroupPath: string): Container | undefined {
+  get(cgroupPath: string): ContainerRecord | undefined {
     return this.byPath.get(cgroupPath);
   }
 
@@ -31,7 +33,7 @@ export class Inventory extends EventEmitter {
     return this.byPath.has(cgroupPath);
   }
 
-  all(): IterableIterator<Container> {
+  all(): IterableIterator<ContainerRecord> {
     return this.byPath.values();
   }
 
@@ -40,8 +42,8 @@ export class Inventory extends EventEmitter {
    * sub-cgroup: systemd's init.scope in a container, an LXC guest's, podman --cgroups=split).
    * Containers removed a moment ago count too. A pod's cgroup belongs to none.
    */
-  owner(cgroupPath: string): Container | undefined {
-    const find = (p: string): Container | undefined => this.byPath.get(p) ?? this.departed.get(p)?.c;
+  owner(cgroupPath: string): ContainerRecord | undefined {
+    const find = (p: string): ContainerRecord | undefined => this.byPath.get(p) ?? this.departed.get(p)?.c;
     for (let p = cgroupPath; p.length > 0; p = p.slice(0, p.lastIndexOf('/'))) {
       const c = find(p);
       if (c) return c;
@@ -50,7 +52,7 @@ export class Inventory extends EventEmitter {
   }
 
   /** Containers removed in the last DEPARTED_MS. */
-  *departedAll(): IterableIterator<Container> {
+  *departedAll(): IterableIterator<ContainerRecord> {
     for (const d of this.departed.values()) yield d.c;
   }
 
@@ -59,17 +61,32 @@ export class Inventory extends EventEmitter {
     return this.pods.has(cgroupPath);
   }
 
-  /** Returns false if it was already known. */
-  add(c: Container): boolean {
-    if (this.byPath.has(c.cgroupPath)) return false;
+  /**
+   * Makes the container's record (with the policy result, when it was applied before the
+   * container was registered). Returns undefined if it was already known.
+   */
+  add(c: Container, applied?: ApplyResult): ContainerRecord | undefined {
+    if (this.byPath.has(c.cgroupPath)) return undefined;
     this.forgetDeparted(c.cgroupPath);
-    this.byPath.set(c.cgroupPath, c);
-    if (c.podPath) this.pods.set(c.podPath, (this.pods.get(c.podPath) ?? 0) + 1);
-    this.emit('added', c);
-    return true;
+    const rec: ContainerRecord = {
+      id: c.id,
+      runtime: c.runtime,
+      cgroupPath: c.cgroupPath,
+      podUid: c.podUid,
+      podPath: c.podPath,
+      seenAt: c.seenAt,
+      seenHr: c.seenHr,
+      applied,
+      policyTooLow: false,
+      hits: { pidsLimitHits: 0, oomEvents: 0, oomKills: 0 },
+    };
+    this.byPath.set(rec.cgroupPath, rec);
+    if (rec.podPath) this.pods.set(rec.podPath, (this.pods.get(rec.podPath) ?? 0) + 1);
+    this.emit('added', rec);
+    return rec;
   }
 
-  remove(cgroupPath: string): Container | undefined {
+  remove(cgroupPath: string): ContainerRecord | undefined {
     const c = this.byPath.get(cgroupPath);
     if (!c) return undefined;
     this.byPath.delete(cgroupPath);
@@ -78,6 +95,7 @@ export class Inventory extends EventEmitter {
       if (n > 0) this.pods.set(c.podPath, n);
       else this.pods.delete(c.podPath);
     }
+    c.removedAt = Date.now();
     const timer = setTimeout(() => {
       this.departed.delete(cgroupPath);
       this.emit('expired', c);
@@ -86,13 +104,6 @@ export class Inventory extends EventEmitter {
     this.departed.set(cgroupPath, { c, timer });
     this.emit('removed', c);
     return c;
-  }
-
-  /** Forget every container without 'removed' (a reload: they are still there). */
-  clear(): void {
-    this.byPath.clear();
-    this.pods.clear();
-    for (const p of [...this.departed.keys()]) this.forgetDeparted(p);
   }
 
   private forgetDeparted(cgroupPath: string): void {

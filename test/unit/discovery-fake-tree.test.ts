@@ -149,7 +149,7 @@ test('the daemon applies the policy to every layout at start, to new containers 
 
   // A new container while running: written through inotify, long before the next reconcile.
   mkCgroup(cg, '/system.slice');
-  await until(() => d.live!.isWatched('/system.slice'), 2000, '/system.slice to be watched');
+  await until(() => d.parts!.keeper.live!.isWatched('/system.slice'), 2000, '/system.slice to be watched');
   mkContainer(cg, CONTAINERS.dockerSystemd!);
   await until(() => readMax(cg, CONTAINERS.dockerSystemd!.path) === '8192', 2000, 'the new container to get 8192 (cpuset of 8)');
   assert.equal(latencies.length, 1);
@@ -172,7 +172,7 @@ test('observe mode computes and reports but writes nothing; overrides exclude an
   await observe.start();
   await observe.stop();
   for (const c of Object.values(CONTAINERS)) assert.equal(readMax(cg, c.path), 'max', `${c.runtime} left alone in observe mode`);
-  assert.equal(observe.applied.get(CONTAINERS.containerd!.path)?.policyValue, 16384, 'observe still computes the policy');
+  assert.equal(observe.inventory.get(CONTAINERS.containerd!.path)?.applied?.policyValue, 16384, 'observe still computes the policy');
 
   const d = new Daemon(daemonConfig(tree, { policy: { overrides: [{ runtime: 'lxc', exclude: true }, { pathPattern: 'crio-', pidsMax: 4096 }] } }), null, silentLogger());
   t.after(() => d.stop());

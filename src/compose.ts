@@ -1,0 +1,133 @@
+import { AlertPipeline } from './alerts/pipeline';
+import type { Config } from './config/schema';
+import { DetectionEngine } from './detect/engine';
+import type { LimitEvent } from './detect/event';
+import { UsageMonitor } from './detect/usage-monitor';
+import type { ContainerRecord } from './discovery/container';
+import { Inventory } from './discovery/inventory';
+import type { HostSetup } from './host-setup';
+import { watchHealth } from './kernel/inotify';
+import { ContainerKeeper, type KeeperHooks } from './keeper';
+import type { Logger } from './log';
+import { DaemonMetricsState } from './metrics/daemon-metrics';
+
+export interface DaemonHooks extends KeeperHooks {
+  /** Each detected limit hit, once. */
+  event?(e: LimitEvent): void;
+}
+
+/** The daemon's parts, built and wired; nothing runs until the lifecycle starts them. */
+export interface Parts {
+  inventory: Inventory;
+  keeper: ContainerKeeper;
+  engine: DetectionEngine;
+  usage: UsageMonitor;
+  alerts: AlertPipeline;
+  metrics: DaemonMetricsState;
+}
+
+/**
+ * The composition root: makes every part and connects them, and does nothing else. The
+ * inventory's records are the one per-container state; detection, usage, alerts and metrics
+ * follow its 'added', 'removed' and 'expired'.
+ */
+export function compose(config: () => Config, host: HostSetup, log: Logger, hooks: DaemonHooks = {}): Parts {
+  const cfg = config();
+  const { cgroups } = host;
+  const inventory = new Inventory();
+  const engine = new DetectionEngine({
+    cgroups,
+    log,
+    // v1 kernels do not notify pids.events / memory.oom_control (see README): no watches there.
+    inotify: cfg.detection.inotify && cgroups.version === 'v2',
+    kmsg: cfg.detection.kmsg,
+    kmsgPath: cfg.paths.kmsg,
+    sweepIntervalMs: cfg.detection.sweepIntervalMs,
+    memoryUnlimited: (path) => inventory.get(path)?.usage?.memoryLimit === 'max',
+    ownerOf: (path) => inventory.owner(path),
+  });
+  cgroups.attachReader(engine.reader);
+  const usage = new UsageMonitor({
+    cgroups,
+    reader: engine.reader,
+    procRoot: cfg.paths.procRoot,
+    intervalMs: cfg.detection.warnings.intervalMs,
+    thresholds: cfg.detection.warnings,
+    containers: () => inventory.all(),
+    log,
+  });
+  let alerts: AlertPipeline | undefined = undefined;
+  const metrics = new DaemonMetricsState({
+    all: () => inventory.all(),
+    departedAll: () => inventory.departedAll(),
+    owner: (p) => inventory.owner(p),
+    hostUsage: () => usage.host,
+    health: () => {
+      const h = engine.health();
+      const ob = alerts?.outbox;
+      if (!ob?.lastWriteError) return h;
+      const disk = `alert outbox cannot write to disk (${ob.lastWriteError}): ${ob.inMemory} alerts held in memory`;
+      return { ...h, degraded: [...(h.degraded ?? []), disk] };
+    },
+  });
+  const m = () => metrics.daemon;
+  alerts = new AlertPipeline({
+    config: cfg,
+    log,
+    inventory,
+    usage,
+    cgroups,
+    onOutcome: (sink, outcome) => {
+      m()?.alertsTotal.inc({ sink, outcome });
+      if (outcome === 'dropped') m()?.outboxDroppedTotal.inc();
+    },
+  });
+  const pipeline = alerts;
+  const keeper = new ContainerKeeper({ inventory, host, config, log, metrics: m, hooks, policyTooLow: (c, tooLow) => pipeline.policyTooLow(c, tooLow) });
+
+  engine.on('event', (e: LimitEvent) => {
+    log.debug({ event: e }, 'limit event');
+    metrics.onEvent(e);
+    hooks.event?.(e);
+    pipeline.event(e);
+  });
+  engine.on('sweep', sweepObserver(metrics, engine, keeper, pipeline));
+  usage.on('transition', (t, c) => pipeline.warning(t, c));
+  inventory.on('added', (c: ContainerRecord) => {
+    engine.add(c);
+    pipeline.containerAdded(c);
+  });
+  inventory.on('removed', (c: ContainerRecord) => {
+    engine.remove(c);
+    usage.forget(c);
+    pipeline.containerRemoved(c);
+  });
+  watchHealth.removeAllListeners();
+  watchHealth.on('failure', (f: { path: string; code: string; first: boolean }) => {
+    m()?.watchFailuresTotal.inc({ code: f.code });
+    // Once per code until every watch is back: at the watch limit each new cgroup fails.
+    if (f.first) log.warn({ code: f.code, path: f.path, hint: f.code === 'ENOSPC' ? 'fs.inotify.max_user_watches is reached' : undefined }, 'cannot watch a cgroup path: rescanning it instead (logged once per error until watching recovers)');
+  });
+  watchHealth.on('recovered', () => log.info('every cgroup path is watched again'));
+  return { inventory, keeper, engine, usage, alerts: pipeline, metrics };
+}
+
+/** After each sweep: the gauges of the sources, and the engine's totals as counter increments. */
+function sweepObserver(metrics: DaemonMetricsState, engine: DetectionEngine, keeper: ContainerKeeper, alerts: AlertPipeline): (seconds: number) => void {
+  let last = { parsed: 0, unparsed: 0, wrapped: 0, restarts: 0 };
+  return (seconds) => {
+    const dm = metrics.daemon;
+    if (!dm) return;
+    dm.sweepDurationSeconds.observe(seconds);
+    const w = engine.watchCount;
+    dm.watchesActive.set({ type: 'inotify-files' }, w.inotify);
+    dm.watchesActive.set({ type: 'cgroup-dirs' }, keeper.watchCount);
+    dm.watchesActive.set({ type: 'open-counter-files' }, w.openFiles);
+    dm.outboxDepth.set(alerts.outbox?.depth() ?? 0);
+    for (const [source, up] of Object.entries(engine.sourcesUp())) dm.sourceUp.set({ source }, up ? 1 : 0);
+    const { kmsgRestarts, kmsgRecords: k } = engine.stats;
+    if (kmsgRestarts > last.restarts) dm.kmsgRestartsTotal.inc(kmsgRestarts - last.restarts);
+    for (const result of ['parsed', 'unparsed', 'wrapped'] as const) if (k[result] > last[result]) dm.kmsgRecordsTotal.inc({ result }, k[result] - last[result]);
+    last = { ...k, restarts: kmsgRestarts };
+  };
+}
