@@ -63,6 +63,8 @@ export interface DeliveryOptions {
   sinks: SinkConfig[];
   log: Logger;
   now?: () => number;
+  /** A monotonic clock (ms) for re-send schedules and ages; default performance.now(), or `now` when that is injected. */
+  mono?: () => number;
   random?: () => number;
   /** For tests: build sinks differently. */
   createSink?: (cfg: SinkConfig) => Sink;
@@ -91,6 +93,13 @@ export class Delivery {
   private readonly firing = new Map<string, Map<string, { alert: Alert; lastAt: number }>>();
   private configs: SinkConfig[] = [];
   private readonly now: () => number;
+  private readonly mono: () => number;
+  /**
+   * When this process first saw each waiting entry: the monotonic time, and its age by the
+   * wall clock then (entries outlive the process, so their enqueue time is wall-clock). An
+   * NTP step afterwards neither drops an entry early nor keeps it past its TTL.
+   */
+  private readonly firstSeen = new WeakMap<OutboxEntry, { mono: number; wallAgeMs: number }>();
   private readonly random: () => number;
   private readonly make: (cfg: SinkConfig) => Sink;
   private started = false;
@@ -102,6 +111,7 @@ export class Delivery {
 
   constructor(private readonly opts: DeliveryOptions) {
     this.now = opts.now ?? Date.now;
+    this.mono = opts.mono ?? opts.now ?? (() => performance.now());
     this.random = opts.random ?? Math.random;
     this.make = opts.createSink ?? createSink;
     this.configs = opts.sinks;
@@ -129,6 +139,7 @@ export class Delivery {
    */
   async enqueue(alert: Alert, only?: ReadonlySet<string>): Promise<void> {
     const now = this.now();
+    const mono = this.mono();
     const jobs: Promise<unknown>[] = [];
     for (const cfg of this.configs) {
       if (!sinkAccepts(cfg, alert) || (only && !only.has(sinkName(cfg)))) continue;
@@ -136,7 +147,7 @@ export class Delivery {
       if (cfg.type === 'alertmanager') {
         let m = this.firing.get(name);
         if (!m) this.firing.set(name, (m = new Map()));
-        if (alert.state === 'firing') m.set(alert.fingerprint, { alert, lastAt: now });
+        if (alert.state === 'firing') m.set(alert.fingerprint, { alert, lastAt: mono });
         else m.delete(alert.fingerprint);
       }
       jobs.push(this.opts.outbox.enqueue(name, alert, now));
@@ -150,6 +161,7 @@ export class Delivery {
    */
   async resendFiring(): Promise<number> {
     const now = this.now();
+    const mono = this.mono();
     const jobs: Promise<unknown>[] = [];
     for (const cfg of this.configs) {
       if (cfg.type !== 'alertmanager') continue;
@@ -157,14 +169,20 @@ export class Delivery {
       const m = this.firing.get(name);
       if (!m) continue;
       for (const rec of m.values()) {
-        if (now - rec.lastAt < cfg.resendIntervalSeconds * 1000) continue;
-        rec.lastAt = now;
+        if (mono - rec.lastAt < cfg.resendIntervalSeconds * 1000) continue;
+        rec.lastAt = mono;
         // Alertmanager de-duplicates by labels; the webhook-style key is irrelevant there.
         jobs.push(this.opts.outbox.enqueue(name, rec.alert, now));
       }
     }
     await Promise.all(jobs);
     return jobs.length;
+  }
+
+  private ageOf(entry: OutboxEntry): number {
+    let f = this.firstSeen.get(entry);
+    if (!f) this.firstSeen.set(entry, (f = { mono: this.mono(), wallAgeMs: Math.max(0, this.now() - entry.enqueuedAt) }));
+    return f.wallAgeMs + (this.mono() - f.mono);
   }
 
   /**
@@ -288,9 +306,10 @@ export class Delivery {
         attempt = 0;
         lastSeq = entry.seq;
       }
-      if (this.now() - entry.enqueuedAt > (this.opts.ttlMs ?? 86_400_000)) {
+      const ageMs = this.ageOf(entry);
+      if (ageMs > (this.opts.ttlMs ?? 86_400_000)) {
         await outbox.ack(entry);
-        log.error({ sink: name, seq: entry.seq, kind: entry.alert.kind, state: entry.alert.state, idempotencyKey: entry.alert.idempotencyKey, ageMs: this.now() - entry.enqueuedAt }, 'alert not delivered within the outbox TTL; dropped');
+        log.error({ sink: name, seq: entry.seq, kind: entry.alert.kind, state: entry.alert.state, idempotencyKey: entry.alert.idempotencyKey, ageMs: Math.round(ageMs) }, 'alert not delivered within the outbox TTL; dropped');
         this.opts.onOutcome?.(name, 'expired', entry);
         continue;
       }

@@ -14,13 +14,17 @@ import type { EventSource, LimitEvent, OomVictim } from './event';
 // or after it: we wait both ways.
 
 export interface Clock {
+  /** Wall clock (ms since epoch): event timestamps. */
   now(): number;
+  /** Monotonic (ms): the hold windows. Default: now. */
+  mono?(): number;
   setTimeout(fn: () => void, ms: number): unknown;
   clearTimeout(handle: unknown): void;
 }
 
 export const realClock: Clock = {
   now: () => Date.now(),
+  mono: () => performance.now(),
   setTimeout: (fn, ms) => {
     const t = setTimeout(fn, ms);
     t.unref?.();
@@ -200,11 +204,15 @@ export class EventMerger {
     const rest = input.count - n;
     if (rest > 0) {
       this.emitOne(input, rest, p.source, p.firstSeenAt, p.kernelAt, undefined, input.containerId);
-      const now = this.clock.now();
+      const now = this.monoNow();
       const list = (this.recentBare.get(input.cgroupPath) ?? []).filter((t) => now - t < this.holdMs);
       for (let j = 0; j < rest; j++) list.push(now);
       this.recentBare.set(input.cgroupPath, list);
     }
+  }
+
+  private monoNow(): number {
+    return this.clock.mono ? this.clock.mono() : this.clock.now();
   }
 
   private expireKmsg(k: PendingKmsg): void {
@@ -217,7 +225,7 @@ export class EventMerger {
     if (!gone) {
       // A victimless oom-kill already went out for this cgroup within holdMs: this record is
       // its late detail and is already counted.
-      const now = this.clock.now();
+      const now = this.monoNow();
       for (const [path, times] of this.recentBare) {
         if (!within(input.cgroupPath, path)) continue;
         const fresh = times.filter((t) => now - t < this.holdMs * 2);

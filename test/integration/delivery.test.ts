@@ -233,6 +233,43 @@ test('an entry a failing sink never takes is dropped after the outbox TTL (count
   await rx.close();
 });
 
+test('an NTP step of the wall clock neither drops a waiting entry early nor stalls Alertmanager re-sends (monotonic ages and schedules)', async () => {
+  const dir = tmp();
+  let status = 503;
+  const rx = await receiver(() => status);
+  const { log } = captureLogger();
+  const outbox = await Outbox.open({ dir, maxEntries: 100, log });
+  const outcomes: string[] = [];
+  let wall = Date.now();
+  const d = new Delivery({
+    outbox,
+    sinks: [
+      SinkConfig.parse({ type: 'webhook', name: 'hook', url: rx.url, retry: { initialDelayMs: 20, maxDelayMs: 40 } }),
+      SinkConfig.parse({ type: 'alertmanager', name: 'am', url: rx.url, resendIntervalSeconds: 1, retry: { initialDelayMs: 20, maxDelayMs: 40 } }),
+    ],
+    log,
+    ttlMs: 5000,
+    now: () => wall,
+    mono: () => performance.now(),
+    onOutcome: (_s, o) => outcomes.push(o),
+  });
+  d.start();
+  await d.enqueue(alert(1));
+  // The clock jumps two days ahead while the receiver is down: the entry is 0.4 s old, not two days.
+  wall += 2 * 86_400_000;
+  await new Promise((r) => setTimeout(r, 400));
+  assert.ok(!outcomes.includes('expired'), `dropped as expired after a forward clock step: ${outcomes.join(',')}`);
+  status = 200;
+  await until(() => outcomes.filter((o) => o === 'delivered').length >= 2, 5000, 'both sinks to deliver');
+  // Back an hour: the re-send to Alertmanager is still due one second later.
+  wall -= 3_600_000;
+  await new Promise((r) => setTimeout(r, 1100));
+  assert.equal(await d.resendFiring(), 1, 'the Alertmanager re-send stalled after a backward clock step');
+  await d.stop();
+  await outbox.close();
+  await rx.close();
+});
+
 test('503 is retried with exponential backoff, then delivered', async () => {
   const dir = tmp();
   const rx = await receiver((_, n) => (n <= 5 ? 503 : 200));
