@@ -94,3 +94,42 @@ test('a firing alert sent through our sink is active in a real Alertmanager; the
   assert.equal(await d.resendFiring(), 0, 'a resolved alert is not re-sent');
   assert.equal(d.stats().am!.rejected, 0);
 });
+
+test('one condition is one alert in a real Alertmanager: a name, pod and namespace learned after the first send change no label', async (t) => {
+  need(fs.existsSync(ALERTMANAGER), `${ALERTMANAGER} (apt-get install prometheus-alertmanager)`);
+  const am = await startAlertmanager(t);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cgw-am-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const log = silentLogger();
+  const outbox = await Outbox.open({ dir: path.join(dir, 'outbox'), maxEntries: 100, log });
+  const d = new Delivery({ outbox, sinks: [SinkConfig.parse({ type: 'alertmanager', name: 'am', url: `${am.url}/`, retry: { initialDelayMs: 50, maxDelayMs: 200 } })], log });
+  d.start();
+  t.after(async () => {
+    await d.stop();
+    await outbox.close();
+  });
+
+  const id = 'feed'.repeat(16);
+  const cgroupPath = `/kubepods.slice/kubepods-pod1.slice/cri-containerd-${id}.scope`;
+  // The name lookup answers only after the first message went out.
+  let names: { name?: string; podName?: string; podNamespace?: string } = {};
+  let mono = 0;
+  const c = new Coalescer({ host: 'node-am', repeatIntervalSeconds: 10, resolveAfterSeconds: 60, mono: () => mono, lookup: () => ({ container: { id, runtime: 'containerd', ...names }, limit: 6144, current: 6144 }) });
+  const ev = () => ({ kind: 'pids-max' as const, cgroupPath, containerId: id, count: 3, source: 'kmsg' as const, at: Date.now() });
+  const [first] = c.onEvent(ev());
+  await d.enqueue(first!);
+  names = { name: 'api', podName: 'api-7d9f', podNamespace: 'shop' };
+  mono += 11_000;
+  const [update] = c.onEvent(ev());
+  assert.equal(update?.sequence, 2);
+  await d.enqueue(update!);
+  await until(async () => (d.stats().am!.delivered === 2 ? true : undefined), 15_000, 'both messages delivered');
+
+  const r = await getJson(`${am.url}/api/v2/alerts?active=true`);
+  const mine = (r.body as AmAlertOut[]).filter((a) => a.labels.container_id === id);
+  assert.equal(mine.length, 1, `Alertmanager holds ${mine.length} alerts for one condition: ${JSON.stringify(mine.map((a) => a.labels))}`);
+  assert.equal(mine[0]!.labels.container, undefined, 'a name learned later became a label');
+  assert.equal(mine[0]!.labels.pod, undefined);
+  assert.equal(mine[0]!.labels.limit_scope, 'container');
+  assert.match(mine[0]!.annotations.description ?? '', /container: api\npod: shop\/api-7d9f/);
+});
