@@ -11,7 +11,7 @@ import { resultsByCheck, runInUml, umlAvailable, umlProcesses } from '../helpers
 
 type Rec = Record<string, any>;
 
-test('cgroup v2 (UML): sub-cgroup hits are the container\'s, and an OOM-killed container removed at once is still alerted', async (t) => {
+test('cgroup v2 (UML): sub-cgroup hits are the container\'s, an alert firing through a SIGHUP and a kill -9 resolves, and an OOM-killed container removed at once is still alerted', async (t) => {
   need(umlAvailable(), 'user-mode-linux (linux.uml): apt-get install -y user-mode-linux');
   const run = await runInUml(path.join(__dirname, 'scripts', 'never-silent-v2.js'), [], { timeoutMs: 120_000 });
   t.diagnostic(`boot+run ${run.durationMs} ms, kernel ${run.kernel}`);
@@ -30,6 +30,20 @@ test('cgroup v2 (UML): sub-cgroup hits are the container\'s, and an OOM-killed c
   assert.ok(s.firstMs < 1000, `first alert after ${s.firstMs} ms`);
   assert.ok(s.update, 'later rejections in the sub-cgroup were not counted');
   assert.ok(s.update.counters.eventsTotal > s.first.counters.eventsTotal);
+
+  const rl = get('reload');
+  t.diagnostic(`reload while firing: last firing #${rl.lastFiring}, resolution #${rl.resolved?.sequence}`);
+  assert.equal(rl.reloaded, true, 'the SIGHUP was not applied');
+  assert.ok(rl.resolved, 'the alert firing through the reload never resolved');
+  assert.equal(rl.resolved.sequence, rl.lastFiring + 1, 'the resolution does not follow the last firing message');
+  assert.ok(rl.lastFiring >= rl.firingBefore);
+
+  const k = get('kill9');
+  t.diagnostic(`kill -9 while firing: firing #${k.firingSeq}, ${k.restored} restored, resolution #${k.resolved?.sequence}`);
+  assert.ok(k.refired, 'no new alert after the next rejections');
+  assert.ok(k.restored >= 1, 'the restarted daemon restored no alert state');
+  assert.ok(k.resolved, 'the alert firing at kill -9 never resolved after the restart (orphaned)');
+  assert.equal(k.resolved.sequence, k.firingSeq + 1);
 
   const o = get('oom-removed');
   t.diagnostic(`OOM then removed: alert ${o.alertAfterRemovalMs} ms after the removal: ${JSON.stringify(o.alert?.victim)}`);

@@ -2,6 +2,8 @@
  * Runs inside user-mode Linux (see test/uml/never-silent-v2.test.ts): events that used to be
  * missed, on a real cgroup v2 kernel. Phases (one result each):
  *   sub-cgroup  a fork rejected in a container's own sub-cgroup (init.scope, pids.max 5)
+ *   reload      SIGHUP (new intervals) while that alert fires: it resolves with the next sequence
+ *   kill9       kill -9 while an alert fires, then a restart: it resolves with the next sequence
  *   oom-removed an OOM kill whose cgroup is removed the moment its last task is gone
  *   cleanup
  * What the daemon alerted is read from its log (each alert is logged as it is made).
@@ -35,7 +37,7 @@ async function main(): Promise<void> {
   mkCgroup(root, M);
   fs.writeFileSync(path.join(abs(M), 'memory.max'), String(20 * 1024 * 1024));
   fs.mkdirSync('/run/cgwd-state');
-  const cfg = writeConfig('never-silent', {
+  const config = {
     mode: 'enforce',
     logLevel: 'debug',
     paths: { cgroupRoot: root, procRoot: '/proc', kmsg: '/dev/kmsg', stateDir: '/run/cgwd-state' },
@@ -44,8 +46,9 @@ async function main(): Promise<void> {
     detection: { inotify: true, kmsg: true, sweepIntervalMs: 500 },
     alerts: { host: 'uml', repeatIntervalSeconds: 1, resolveAfterSeconds: 3 },
     metrics: { enabled: false },
-  });
-  const d = new DaemonProc(cfg, 'never-silent');
+  };
+  const cfg = writeConfig('never-silent', config);
+  let d = new DaemonProc(cfg, 'never-silent');
   try {
     // Detection runs (kmsg followed from "now") only after the initial reconcile.
     if (!(await d.waitMsg('detection running', 30_000))) throw new Error(`the daemon did not get ready: ${d.stderr.slice(-1000)}`);
@@ -76,6 +79,35 @@ async function main(): Promise<void> {
       log: first ? undefined : [...d.lines.filter((l) => l.msg !== 'name lookup failed; the id stays the name').slice(-8).map((l) => `${l.level} ${l.msg} ${JSON.stringify(l.event ?? l.err ?? l.cgroup ?? '')}`), d.stderr.slice(-800), String(d.child.exitCode)],
     });
     sh.kill('SIGKILL');
+
+    // --- SIGHUP while it fires: state kept, the resolution follows with the next sequence ----
+    const ofSub = (l: LogLine, state: string): boolean => alertOf(l)?.kind === 'pids-max' && alertOf(l)!.container?.cgroupPath === sub && alertOf(l)!.state === state;
+    const lastSeq = (from = 0): number => Math.max(0, ...d.lines.slice(from).filter((l) => ofSub(l, 'firing')).map((l) => alertOf(l)!.sequence as number));
+    const firingBefore = lastSeq();
+    writeConfig('never-silent', { ...config, alerts: { host: 'uml', repeatIntervalSeconds: 2, resolveAfterSeconds: 2 } });
+    d.child.kill('SIGHUP');
+    const reloaded = await d.waitMsg('reloaded', 10_000);
+    const resolvedAfterReload = await d.wait((l) => ofSub(l, 'resolved'), 10_000);
+    emit({ check: 'reload', reloaded: reloaded !== null, firingBefore, lastFiring: resolvedAfterReload ? lastSeq() : null, resolved: resolvedAfterReload ? alertOf(resolvedAfterReload) : null });
+
+    // --- kill -9 while it fires, then a restart: the restored alert resolves -----------------
+    const n0 = d.lines.length;
+    for (let i = 0; i < 2; i++) {
+      const x = spawn('/bin/sh', ['-c', ONE_MORE, 'sh', abs(sub)], { stdio: 'ignore' });
+      await new Promise((r) => x.once('exit', r));
+    }
+    const refired = await d.wait((l) => d.lines.indexOf(l) >= n0 && ofSub(l, 'firing'), 5000);
+    // The alert state is saved within 100 ms of a message (a burst is one write).
+    await sleep(300);
+    // Of this alert (a new one: the last one resolved above), not of the earlier one.
+    const firingSeq = lastSeq(n0);
+    d.child.kill('SIGKILL');
+    await d.exit;
+    d.save();
+    d = new DaemonProc(cfg, 'never-silent-restarted');
+    const restored = await d.waitMsg('alert states restored: firing alerts go on from their sequence numbers', 30_000);
+    const resolvedAfterRestart = await d.wait((l) => ofSub(l, 'resolved'), 15_000);
+    emit({ check: 'kill9', refired: refired ? alertOf(refired) : null, firingSeq, restored: restored?.alerts ?? null, resolved: resolvedAfterRestart ? alertOf(resolvedAfterRestart) : null });
 
     // --- an OOM kill whose cgroup is removed the moment it is empty --------------------------
     fs.mkdirSync('/run/bin', { recursive: true });
