@@ -11,7 +11,7 @@ import { resultsByCheck, runInUml, umlAvailable, umlProcesses } from '../helpers
 
 type Rec = Record<string, any>;
 
-test('cgroup v2 (UML): sub-cgroup hits are the container\'s, an alert firing through a SIGHUP and a kill -9 resolves, and an OOM-killed container removed at once is still alerted', async (t) => {
+test('cgroup v2 (UML): a discovery root made later is found at once, sub-cgroup hits are the container\'s, an alert firing through a SIGHUP and a kill -9 resolves, and an OOM-killed container removed at once is still alerted', async (t) => {
   need(umlAvailable(), 'user-mode-linux (linux.uml): apt-get install -y user-mode-linux');
   const run = await runInUml(path.join(__dirname, 'scripts', 'never-silent-v2.js'), [], { timeoutMs: 120_000 });
   t.diagnostic(`boot+run ${run.durationMs} ms, kernel ${run.kernel}`);
@@ -19,6 +19,12 @@ test('cgroup v2 (UML): sub-cgroup hits are the container\'s, an alert firing thr
   assert.equal(r.get('error'), undefined, JSON.stringify(r.get('error')));
   assert.equal(run.exitCode, 0, tail);
   assert.deepEqual(umlProcesses(run.umid), []);
+
+  const lr = get('late-root');
+  t.diagnostic(`discovery root made after the start: its container limited ${lr.limitedMs} ms after the mkdirs (pids.max ${lr.pidsMax})`);
+  assert.equal(lr.warned, true, 'the missing discovery root was not logged');
+  assert.notEqual(lr.limitedMs, null, 'a container under a discovery root made after the start was not limited within 5 s');
+  assert.match(lr.pidsMax, /^\d+$/);
 
   const s = get('sub-cgroup');
   t.diagnostic(`sub-cgroup: first alert ${s.firstMs} ms after the forks; ${s.first?.container?.cgroupPath}; pids.events sub: ${JSON.stringify(s.subEvents)}, container: ${JSON.stringify(s.containerEvents)}`);

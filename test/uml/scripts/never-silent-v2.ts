@@ -1,6 +1,8 @@
 /**
  * Runs inside user-mode Linux (see test/uml/never-silent-v2.test.ts): events that used to be
  * missed, on a real cgroup v2 kernel. Phases (one result each):
+ *   late-root   a discovery root that does not exist at start: a container made under it later
+ *               gets its limit at once (the nearest existing ancestor is watched)
  *   sub-cgroup  a fork rejected in a container's own sub-cgroup (init.scope, pids.max 5)
  *   reload      SIGHUP (new intervals) while that alert fires: it resolves with the next sequence
  *   kill9       kill -9 while an alert fires, then a restart: it resolves with the next sequence
@@ -12,9 +14,11 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { cgroupRoot, emit, inUml, nowMs, readKmsg, sleep } from '../in-uml';
-import { DaemonProc, enableSubtree, HOG, hex64, mkCgroup, removeTree, runMain, waitChildLine, writeConfig, type LogLine } from './daemon-util';
+import { DaemonProc, enableSubtree, HOG, hex64, mkCgroup, pollFile, readTrim, removeTree, runMain, waitChildLine, writeConfig, type LogLine } from './daemon-util';
 
 const TEST = '/cgwd-test';
+/** A discovery root made only after the daemon started (as Docker makes /docker with its first container). */
+const LATE = '/cgwd-test-late/docker';
 // Joins the cgroup given, then forks until told; a fork past pids.max fails (the shell says so and goes on).
 const FORKER = 'echo $$ > "$1/cgroup.procs" || exit 90; echo ready; read go; i=0; while [ $i -lt 20 ]; do sleep 1000 & i=$((i+1)); done; echo done';
 const ONE_MORE = 'echo $$ > "$1/cgroup.procs" || exit 90; sleep 1000 & exit 0';
@@ -42,7 +46,7 @@ async function main(): Promise<void> {
     logLevel: 'debug',
     paths: { cgroupRoot: root, procRoot: '/proc', kmsg: '/dev/kmsg', stateDir: '/run/cgwd-state' },
     kernel: { manage: false },
-    discovery: { roots: [TEST] },
+    discovery: { roots: [TEST, LATE] },
     detection: { inotify: true, kmsg: true, sweepIntervalMs: 500 },
     alerts: { host: 'uml', repeatIntervalSeconds: 1, resolveAfterSeconds: 3 },
     metrics: { enabled: false },
@@ -52,6 +56,13 @@ async function main(): Promise<void> {
   try {
     // Detection runs (kmsg followed from "now") only after the initial reconcile.
     if (!(await d.waitMsg('detection running', 30_000))) throw new Error(`the daemon did not get ready: ${d.stderr.slice(-1000)}`);
+
+    // --- a discovery root that appears after the start ----------------------------------------
+    const lateId = hex64();
+    const mkAt = nowMs();
+    mkCgroup(root, `${LATE}/${lateId}`);
+    const limitedAt = await pollFile(path.join(abs(`${LATE}/${lateId}`), 'pids.max'), (v) => v !== null && v !== 'max', 5000);
+    emit({ check: 'late-root', warned: d.lines.some((l) => l.msg?.startsWith('discovery root does not exist yet') && l.root === LATE), pidsMax: readTrim(path.join(abs(`${LATE}/${lateId}`), 'pids.max')), limitedMs: limitedAt === null ? null : Math.round(limitedAt - mkAt) });
 
     // --- a fork rejected in the container's sub-cgroup ---------------------------------------
     const sh = spawn('/bin/sh', ['-c', FORKER, 'sh', abs(sub)], { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -137,6 +148,7 @@ async function main(): Promise<void> {
     const stop = await d.stop();
     d.save();
     await removeTree(abs(TEST));
+    await removeTree(abs('/cgwd-test-late'));
     emit({ check: 'cleanup', stop, gone: !fs.existsSync(abs(TEST)), exitedEarly: d.child.exitCode !== 0 && d.child.exitCode !== null && !stop.killed ? d.child.exitCode : null });
   }
 }
