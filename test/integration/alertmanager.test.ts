@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { Coalescer } from '../../src/alerts/coalescer';
 import { Delivery } from '../../src/alerts/delivery';
 import { Outbox } from '../../src/alerts/outbox';
@@ -11,21 +11,26 @@ import { silentLogger } from '../../src/log';
 import { need } from '../helpers/prereq';
 import { ALERTMANAGER, getJson, startAlertmanager, until, type AmAlertOut } from '../helpers/prometheus';
 
-test('a firing alert sent through our sink is active in a real Alertmanager; the resolution ends it', async (t) => {
+/** A real Alertmanager, and a Delivery with one sink to it (outbox in a temp dir); all removed after the test. */
+async function alertmanagerSink(t: TestContext, extra: Record<string, unknown> = {}) {
   need(fs.existsSync(ALERTMANAGER), `${ALERTMANAGER} (apt-get install prometheus-alertmanager)`);
   const am = await startAlertmanager(t);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cgw-am-'));
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-
   const log = silentLogger();
   const outbox = await Outbox.open({ dir: path.join(dir, 'outbox'), maxEntries: 100, log });
-  const sink = SinkConfig.parse({ type: 'alertmanager', name: 'am', url: `${am.url}/`, resendIntervalSeconds: 1, retry: { initialDelayMs: 50, maxDelayMs: 200 } });
+  const sink = SinkConfig.parse({ type: 'alertmanager', name: 'am', url: `${am.url}/`, retry: { initialDelayMs: 50, maxDelayMs: 200 }, ...extra });
   const d = new Delivery({ outbox, sinks: [sink], log });
   d.start();
   t.after(async () => {
     await d.stop();
     await outbox.close();
   });
+  return { am, d };
+}
+
+test('a firing alert sent through our sink is active in a real Alertmanager; the resolution ends it', async (t) => {
+  const { am, d } = await alertmanagerSink(t, { resendIntervalSeconds: 1 });
 
   const id = 'c0ffee'.repeat(10) + 'abcd';
   const c = new Coalescer({
@@ -96,18 +101,7 @@ test('a firing alert sent through our sink is active in a real Alertmanager; the
 });
 
 test('one condition is one alert in a real Alertmanager: a name, pod and namespace learned after the first send change no label', async (t) => {
-  need(fs.existsSync(ALERTMANAGER), `${ALERTMANAGER} (apt-get install prometheus-alertmanager)`);
-  const am = await startAlertmanager(t);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cgw-am-'));
-  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const log = silentLogger();
-  const outbox = await Outbox.open({ dir: path.join(dir, 'outbox'), maxEntries: 100, log });
-  const d = new Delivery({ outbox, sinks: [SinkConfig.parse({ type: 'alertmanager', name: 'am', url: `${am.url}/`, retry: { initialDelayMs: 50, maxDelayMs: 200 } })], log });
-  d.start();
-  t.after(async () => {
-    await d.stop();
-    await outbox.close();
-  });
+  const { am, d } = await alertmanagerSink(t);
 
   const id = 'feed'.repeat(16);
   const cgroupPath = `/kubepods.slice/kubepods-pod1.slice/cri-containerd-${id}.scope`;
