@@ -13,6 +13,7 @@ needs=(
   "conmon:podman's container monitor"
   "fuse-overlayfs:podman storage"
   "busybox-static:the test containers' image"
+  "docker.io:a private Docker Engine for the real-Docker tests (test/e2e/docker-daemon)"
   "prometheus:a real Prometheus scraping /metrics, and promtool"
   "prometheus-alertmanager:a real Alertmanager receiving alerts"
   "inotify-tools:cgroup inotify checks"
