@@ -17,6 +17,8 @@ import type { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 
 export interface UmlOptions {
+  /** The linux.uml to boot (one of UML_KERNELS); default bookworm's 6.1. */
+  kernel?: UmlKernel;
   /** UML memory (mem=); default 768. */
   memMb?: number;
   /** Whole boot+run limit; the UML process group is SIGKILLed after it. Default 120000. */
@@ -73,6 +75,31 @@ function findOnPath(name: string): string | null {
 
 function umlBinary(): string | null {
   return findOnPath('linux.uml') ?? (fs.existsSync('/usr/bin/linux.uml') ? '/usr/bin/linux.uml' : null);
+}
+
+export interface UmlKernel {
+  /** Short name for test titles: bookworm, trixie, sid. */
+  suite: string;
+  binary: string | null;
+}
+
+/**
+ * The kernel matrix: bookworm's user-mode-linux package (6.1), and trixie's (6.12) and sid's
+ * (the newest) as test/setup/uml-kernels.sh caches them. Which version each is, is read
+ * inside (UmlRun.kernel), never assumed.
+ */
+export const UML_KERNELS: UmlKernel[] = [
+  { suite: 'bookworm', binary: umlBinary() },
+  ...['trixie', 'sid'].map((suite) => {
+    const b = `/var/cache/cgwd-uml-${suite}/linux.uml`;
+    return { suite, binary: fs.existsSync(b) ? b : null };
+  }),
+];
+
+/** Fails the test with how to get the kernel when it is missing. */
+export function kernelReady(k: UmlKernel): void {
+  if (k.binary) return;
+  throw new Error(k.suite === 'bookworm' ? 'user-mode-linux (linux.uml): apt-get install -y user-mode-linux' : `the ${k.suite} user-mode Linux kernel: run test/setup/uml-kernels.sh (npm test does)`);
 }
 
 /** Is user-mode Linux installed (Debian package user-mode-linux)? */
@@ -156,7 +183,7 @@ function checkLine(what: string, s: string): void {
  * timedOut and console.
  */
 export async function runInUml(script: string, args: string[] = [], opts: UmlOptions = {}): Promise<UmlRun> {
-  const uml = umlBinary();
+  const uml = opts.kernel ? opts.kernel.binary : umlBinary();
   if (!uml) throw new Error('linux.uml not found (apt-get install user-mode-linux)');
   if (!path.isAbsolute(script)) throw new Error(`script must be an absolute path: ${script}`);
   if (!fs.existsSync(script)) throw new Error(`script not found: ${script}`);

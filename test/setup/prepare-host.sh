@@ -23,6 +23,7 @@ needs=(
   "util-linux:setpriv, to run the daemon as another user"
   "gcc:the C floor reader the tests compare with"
   "libc6-dev:headers for the C floor reader"
+  "patchelf:gives the newer user-mode Linux kernels of the test matrix their own glibc"
 )
 
 if [ "$(id -u)" != 0 ]; then
@@ -39,7 +40,9 @@ for n in "${needs[@]}"; do
   p=${n%%:*}
   grep -qx "$p" <<<"$installed" || missing+=("$n")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -eq 0 ]; then
+  exec "$(dirname "$0")/uml-kernels.sh"
+fi
 
 names=()
 echo "cgwatchdog tests: installing what they need:"
@@ -55,3 +58,4 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${names[@]}" >/dev/null
 echo "cgwatchdog tests: installed ${names[*]}"
+exec "$(dirname "$0")/uml-kernels.sh"

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { need } from '../helpers/prereq';
-import { resultsByCheck, runInUml, umlAvailable, umlProcesses, type UmlRun } from '../helpers/uml';
+import { resultsByCheck, runInUml, kernelReady, umlProcesses, type UmlRun, UML_KERNELS } from '../helpers/uml';
 
 type Rec = Record<string, any>;
 
@@ -20,9 +20,9 @@ function stats(xs: number[]): string {
   return `n=${s.length} min ${s[0]!.toFixed(1)} median ${q(0.5).toFixed(1)} max ${s[s.length - 1]!.toFixed(1)} ms`;
 }
 
-test('cgwatchdog apply and run against a real cgroup v2 kernel (UML)', async (t) => {
-  need(umlAvailable(), UML);
-  const run: UmlRun = await runInUml(path.join(__dirname, 'scripts', 'daemon-v2.js'), [], { timeoutMs: 90_000 });
+for (const k of UML_KERNELS) test(`cgwatchdog apply and run against a real cgroup v2 kernel (UML) [${k.suite}]`, async (t) => {
+  kernelReady(k);
+  const run: UmlRun = await runInUml(path.join(__dirname, 'scripts', 'daemon-v2.js'), [], { kernel: k, timeoutMs: 90_000 });
   t.diagnostic(`boot+run ${run.durationMs} ms, kernel ${run.kernel}`);
   const { get, results: r, tail } = resultsByCheck<Rec>(run);
 

@@ -9,15 +9,15 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { need } from '../helpers/prereq';
-import { resultsByCheck, runInUml, umlAvailable, umlProcesses } from '../helpers/uml';
+import { resultsByCheck, runInUml, kernelReady, umlProcesses, UML_KERNELS } from '../helpers/uml';
 
 type Rec = Record<string, any>;
 
 const UML = 'user-mode-linux (linux.uml): apt-get install -y user-mode-linux';
 
-test('detection in a real cgroup v2 kernel (UML): fork loop and OOM kill reach a webhook', async (t) => {
-  need(umlAvailable(), UML);
-  const run = await runInUml(path.join(__dirname, 'scripts', 'detect-v2.js'), [], { timeoutMs: 90_000 });
+for (const k of UML_KERNELS) test(`detection in a real cgroup v2 kernel (UML): fork loop and OOM kill reach a webhook [${k.suite}]`, async (t) => {
+  kernelReady(k);
+  const run = await runInUml(path.join(__dirname, 'scripts', 'detect-v2.js'), [], { kernel: k, timeoutMs: 90_000 });
   t.diagnostic(`boot+run ${run.durationMs} ms, kernel ${run.kernel}`);
   need(run.loopback, 'ip (iproute2) or ifconfig (net-tools) on the host, to bring loopback up inside UML');
   const { get, results: r, tail } = resultsByCheck<Rec>(run);

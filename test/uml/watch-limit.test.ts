@@ -7,13 +7,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { need } from '../helpers/prereq';
-import { resultsByCheck, runInUml, umlAvailable, umlProcesses } from '../helpers/uml';
+import { resultsByCheck, runInUml, kernelReady, umlProcesses, UML_KERNELS } from '../helpers/uml';
 
 type Rec = Record<string, any>;
 
-test('the inotify watch limit: the daemon never crashes, says so once, rescans what it cannot watch, and resumes when room comes back', async (t) => {
-  need(umlAvailable(), 'user-mode-linux (linux.uml): apt-get install -y user-mode-linux');
-  const run = await runInUml(path.join(__dirname, 'scripts', 'watch-limit.js'), [], { timeoutMs: 90_000 });
+for (const k of UML_KERNELS) test(`the inotify watch limit: the daemon never crashes, says so once, rescans what it cannot watch, and resumes when room comes back [${k.suite}]`, async (t) => {
+  kernelReady(k);
+  const run = await runInUml(path.join(__dirname, 'scripts', 'watch-limit.js'), [], { kernel: k, timeoutMs: 90_000 });
   const { get, results: r, tail } = resultsByCheck<Rec>(run);
   assert.equal(r.get('error'), undefined, JSON.stringify(r.get('error')));
   assert.equal(run.exitCode, 0, tail);
