@@ -37,7 +37,7 @@ export async function setupHost(config: Config): Promise<HostSetup> {
   const cgroups = openCgroupFs(layout, config.paths.cgroupRoot);
   return {
     cgroups,
-    recognisers: buildRecognisers(config.discovery.runtimes, config.discovery.extraPatterns),
+    recognisers: buildRecognisers(config.discovery.runtimes, config.discovery.extraPatterns, config.discovery),
     // The kernel's online CPU list. (systeminformation's cpu() runs lscpu and dmidecode
     // through a shell; the daemon runs no program it does not need.)
     hostCores: onlineCpus(),

@@ -121,7 +121,7 @@ export class NameResolver {
   }
 
   /** Never rejects: what could not be found is simply absent. Cached per container id. */
-  lookup(c: Pick<Container, 'id' | 'runtime' | 'podUid'>): Promise<NameInfo> {
+  lookup(c: Pick<Container, 'id' | 'runtime' | 'podUid' | 'namespace'>): Promise<NameInfo> {
     const hit = this.cache.get(c.id);
     if (hit && (hit.retryAt === undefined || this.now() < hit.retryAt)) return hit.promise;
     const entry: CacheEntry = { promise: Promise.resolve({}) };
@@ -153,7 +153,7 @@ export class NameResolver {
     return this.cache.size;
   }
 
-  private async resolve(c: Pick<Container, 'id' | 'runtime' | 'podUid'>): Promise<NameInfo> {
+  private async resolve(c: Pick<Container, 'id' | 'runtime' | 'podUid' | 'namespace'>): Promise<NameInfo> {
     const info: NameInfo = {};
     const attempt = async (source: string, fn: () => Promise<NameInfo | undefined>): Promise<void> => {
       try {
@@ -165,7 +165,7 @@ export class NameResolver {
     };
     if (c.runtime === 'docker') await attempt('docker', () => this.docker(c.id));
     else if (c.runtime === 'podman') await attempt('podman', () => this.podman(c.id));
-    else if (c.runtime === 'lxc') info.name = c.id;
+    else if (c.runtime === 'lxc' || (c.runtime === 'containerd' && c.namespace)) info.name = c.id;
     if (c.podUid && (!info.podName || !info.podNamespace)) await attempt('kubernetes', () => this.kubernetes(c.podUid!));
     return info;
   }

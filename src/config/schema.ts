@@ -142,6 +142,8 @@ export const ConfigSchema = z
           .array(z.enum(['docker', 'containerd', 'crio', 'podman', 'lxc']))
           .default(['docker', 'containerd', 'crio', 'podman', 'lxc']),
         extraPatterns: z.array(extraPattern).default([]),
+        // containerd alone (ctr, nerdctl) makes /<namespace>/<id>: the namespaces to claim.
+        containerdNamespaces: z.array(z.string().regex(/^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,74}[A-Za-z0-9])?$/, 'a containerd namespace name')).default(['default']),
         reconcileSchedule: z.string().min(1).default('* * * * *'),
       })
       .strict()

@@ -11,6 +11,8 @@ export interface Container {
   cgroupPath: string;
   podUid?: string;
   podPath?: string;
+  /** containerd alone: its namespace (the cgroup is /<namespace>/<id>). */
+  namespace?: string;
   /** When discovery first saw it (ms since epoch) and the monotonic time (ns) for latency. */
   seenAt: number;
   seenHr: bigint;

@@ -74,6 +74,7 @@ export class Inventory extends EventEmitter {
       cgroupPath: c.cgroupPath,
       podUid: c.podUid,
       podPath: c.podPath,
+      namespace: c.namespace,
       seenAt: c.seenAt,
       seenHr: c.seenHr,
       applied,

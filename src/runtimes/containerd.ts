@@ -12,6 +12,8 @@ const CGROUPFS_QOS = new Set(['burstable', 'besteffort']);
 const SYSTEMD_POD = /^kubepods(?:-burstable|-besteffort)?-pod([0-9a-f][0-9a-f_]*)\.slice$/;
 
 const HEX64 = /^[0-9a-f]{64}$/;
+/** containerd's identifier rule (pkg/identifiers): namespaces and container ids alike. */
+const IDENTIFIER = /^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,74}[A-Za-z0-9])?$/;
 const CRI_CONTAINERD_SCOPE = /^cri-containerd-([0-9a-f]{64})\.scope$/;
 
 export interface PodCgroup {
@@ -64,23 +66,35 @@ export function withPod(runtime: string, id: string, path: string): Recognised {
  * - cgroupfs driver: the container cgroup is the bare 64-hex id inside the pod cgroup. A bare
  *   id outside a pod is not claimed: Docker's /docker/<id> is the docker recogniser's.
  * - systemd driver: cri-containerd-<id>.scope, inside a pod slice or not.
+ * - containerd alone (`ctr run`, nerdctl with cgroupfs): `/<namespace>/<id>` at the top of
+ *   the hierarchy, the id any name the user gave. Only for the namespaces configured
+ *   (`discovery.containerdNamespaces`): a two-level path is otherwise anybody's.
  * The pod cgroup itself is not a container. The pause (sandbox) container is: it has its
  * own cgroup with its own tasks and limits, so it is recognised like any other container.
  * Docker-shim Kubernetes nodes also give bare ids under pods in cgroupfs; the path cannot
  * tell them apart, so they are reported as containerd.
  */
-export const containerd: Recogniser = {
-  runtime: 'containerd',
-  recognise(path: string): Recognised | null {
-    const parts = components(path);
-    const last = parts[parts.length - 1];
-    if (last === undefined) return null;
-    const scope = CRI_CONTAINERD_SCOPE.exec(last);
-    if (scope) return withPod('containerd', scope[1], path);
-    if (HEX64.test(last)) {
-      const pod = parentPod(path);
-      if (pod) return { runtime: 'containerd', id: last, podUid: pod.podUid, podPath: pod.podPath };
-    }
-    return null;
-  },
-};
+export function containerdRecogniser(namespaces: readonly string[] = DEFAULT_CONTAINERD_NAMESPACES): Recogniser {
+  const ns = new Set(namespaces);
+  return {
+    runtime: 'containerd',
+    recognise(path: string): Recognised | null {
+      const parts = components(path);
+      const last = parts[parts.length - 1];
+      if (last === undefined) return null;
+      const scope = CRI_CONTAINERD_SCOPE.exec(last);
+      if (scope) return withPod('containerd', scope[1], path);
+      if (HEX64.test(last)) {
+        const pod = parentPod(path);
+        if (pod) return { runtime: 'containerd', id: last, podUid: pod.podUid, podPath: pod.podPath };
+      }
+      if (parts.length === 2 && ns.has(parts[0]!) && IDENTIFIER.test(last)) return { runtime: 'containerd', id: last, namespace: parts[0] };
+      return null;
+    },
+  };
+}
+
+/** containerd's own default namespace (`ctr`, nerdctl); Kubernetes' k8s.io puts its cgroups under kubepods instead. */
+export const DEFAULT_CONTAINERD_NAMESPACES = ['default'];
+
+export const containerd: Recogniser = containerdRecogniser();

@@ -1,6 +1,6 @@
 import type { ExtraPattern } from '../config/schema';
 import type { Recognised, Recogniser } from './types';
-import { containerd } from './containerd';
+import { containerd, containerdRecogniser } from './containerd';
 import { crio } from './crio';
 import { docker } from './docker';
 import { lxc } from './lxc';
@@ -18,10 +18,10 @@ export const builtinRuntimes = [...BUILTIN.keys()];
  * Recognisers in the order they are tried: config patterns first (an operator's pattern
  * overrides a built-in guess), then the named built-ins in the order given.
  */
-export function buildRecognisers(names: string[], extra: ExtraPattern[]): Recogniser[] {
+export function buildRecognisers(names: string[], extra: ExtraPattern[], opts: { containerdNamespaces?: string[] } = {}): Recogniser[] {
   const out: Recogniser[] = extra.map(patternRecogniser);
   for (const name of names) {
-    const r = BUILTIN.get(name);
+    const r = name === 'containerd' && opts.containerdNamespaces ? containerdRecogniser(opts.containerdNamespaces) : BUILTIN.get(name);
     if (!r) throw new Error(`unknown runtime "${name}": expected one of ${builtinRuntimes.join(', ')}`);
     out.push(r);
   }

@@ -10,6 +10,8 @@ export interface Recognised {
   podUid?: string;
   /** The pod's cgroup path, for pod-level limits (Kubernetes), where there is one. */
   podPath?: string;
+  /** containerd alone: the namespace (`/<namespace>/<id>`); the id is then the name the user gave. */
+  namespace?: string;
 }
 
 export interface Recogniser {

@@ -7,9 +7,11 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { startDocker, IMAGE, type PrivateDocker } from '../helpers/docker';
+import { spawn } from 'node:child_process';
+import { DOCKER, startDocker, IMAGE, type PrivateDocker } from '../helpers/docker';
 import { isRoot, need } from '../helpers/prereq';
-import { config, daemon, receiver, stateDir, waitPidsMax, webhookSink } from '../helpers/v1-daemon';
+import { config, daemon, receiver, sleep, stateDir, waitPidsMax, webhookSink } from '../helpers/v1-daemon';
+import { until } from '../helpers/prometheus';
 
 let dk: PrivateDocker | undefined;
 before(async () => {
@@ -70,15 +72,50 @@ test('docker run --rm whose main process is OOM-killed: the alert names the cont
   const d = ready();
   const { hook } = await dockerDaemon(t, d);
   const n = name('oom');
+  // What operators use today, side by side: `docker events` for the same OOM kill.
+  const events = spawn(DOCKER, ['events', '--filter', 'event=oom', '--format', '{{.Actor.Attributes.name}}'], { env: { ...process.env, DOCKER_HOST: `unix://${d.sock}` }, stdio: ['ignore', 'pipe', 'ignore'] });
+  t.after(() => events.kill('SIGKILL'));
+  let dockerSawAt: number | undefined;
+  events.stdout.on('data', (b: Buffer) => {
+    if (b.toString().includes(n)) dockerSawAt ??= Date.now();
+  });
+  await sleep(300);
   const r = d.docker(['run', '--rm', '--network', 'none', '--name', n, '-m', '32m', '--memory-swap', '32m', IMAGE, 'dd', 'if=/dev/zero', 'of=/dev/null', 'bs=64M', 'count=1']);
   assert.equal(r.status, 137, `dd was not OOM-killed: exit ${r.status} ${r.stderr}`);
+  const exitedAt = Date.now();
   const got = await hook.waitFor((x) => x.alert?.kind === 'oom-kill' && x.alert.container?.name === n, 10_000);
   const a = got.alert;
   t.diagnostic(`${a.summary}`);
+  await until(() => (dockerSawAt !== undefined ? true : undefined), 3000, 'docker events', 20).catch(() => undefined);
+  t.diagnostic(`our alert at the webhook ${got.at - exitedAt} ms after docker run returned; docker events "oom": ${dockerSawAt === undefined ? 'nothing within 3 s' : `${dockerSawAt - exitedAt} ms`}`);
   assert.equal(a.state, 'firing');
   assert.equal(a.container.image, IMAGE);
   assert.equal(a.victim?.comm, 'dd');
   assert.equal(fs.existsSync(path.join('/sys/fs/cgroup/memory', a.container.cgroupPath)), false, 'docker run --rm removed the cgroup');
   const resolved = await hook.waitFor((x) => x.alert?.kind === 'oom-kill' && x.alert.fingerprint === a.fingerprint && x.alert.state === 'resolved', 15_000);
   assert.equal(resolved.alert.sequence, a.sequence + 1);
+});
+
+test('containerd alone (ctr run): its /<namespace>/<id> cgroup is recognised, gets the policy, and a fork bomb in it is alerted with the id as the name', async (t) => {
+  const d = ready();
+  const ns = name('ns');
+  const imp = d.ctr(ns, ['image', 'import', d.imageTar]);
+  assert.equal(imp.status, 0, `ctr image import: ${imp.stderr}`);
+  const ref = d.ctr(ns, ['image', 'ls', '-q']).stdout.split('\n').find((l) => l.includes('cgwd-busybox'));
+  assert.ok(ref, 'the imported image is not listed');
+  const { hook } = await dockerDaemon(t, d, { discovery: { roots: [`/${ns}`], containerdNamespaces: [ns] } });
+  const id = 'bomb-1';
+  const r = d.ctr(ns, ['run', '-d', '--snapshotter', 'native', ref, id, 'sh', '-c', 'sleep 2; i=0; while [ $i -lt 100 ]; do sleep 1000 & i=$((i+1)); done; sleep 1000']);
+  assert.equal(r.status, 0, `ctr run: ${r.stderr}`);
+  const rel = `/${ns}/${id}`;
+  assert.notEqual(await waitPidsMax(rel, '6144', 3000, 5), null, `pids.max of the ctr container: ${fs.readFileSync(path.join('/sys/fs/cgroup/pids', rel, 'pids.max'), 'utf8').trim()}`);
+  // An operator's lower limit is kept (keep-lower), and hit.
+  fs.writeFileSync(path.join('/sys/fs/cgroup/pids', rel, 'pids.max'), '20');
+  const got = await hook.waitFor((x) => x.alert?.kind === 'pids-max' && x.alert.container?.cgroupPath === rel, 10_000);
+  const a = got.alert;
+  t.diagnostic(a.summary);
+  assert.equal(a.container.runtime, 'containerd');
+  assert.equal(a.container.id, id);
+  assert.equal(a.container.name, id);
+  assert.equal(a.counters.limit, 20);
 });

@@ -18,6 +18,7 @@ export const DOCKERD = '/usr/sbin/dockerd';
 /** Debian's client, not whatever else is first on PATH. */
 export const DOCKER = '/usr/bin/docker';
 export const IMAGE = 'cgwd-busybox:1';
+export const CTR = '/usr/bin/ctr';
 const BUSYBOX = ['/bin/busybox', '/usr/bin/busybox'].find((p) => fs.existsSync(p));
 const V1 = '/sys/fs/cgroup';
 
@@ -28,6 +29,10 @@ export interface PrivateDocker {
   /** Its first path component: the discovery root to give the daemon. */
   root: string;
   docker(args: string[], timeoutMs?: number): { status: number | null; stdout: string; stderr: string };
+  /** `ctr` against dockerd's own containerd, in namespace `ns`. */
+  ctr(ns: string, args: string[], timeoutMs?: number): { status: number | null; stdout: string; stderr: string };
+  /** The image as a tar (docker save), for `ctr image import`. */
+  imageTar: string;
   stop(): Promise<void>;
 }
 
@@ -50,16 +55,32 @@ export async function startDocker(): Promise<PrivateDocker> {
     '--host', `unix://${sock}`, '--pidfile', path.join(dir, 'docker.pid'), '--cgroup-parent', cgroupParent,
   ], { stdio: ['ignore', 'ignore', fs.openSync(path.join(dir, 'dockerd.log'), 'w')] });
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  const docker = (args: string[], timeoutMs = 60_000) => {
-    const r = spawnSync(DOCKER, args, { encoding: 'utf8', timeout: timeoutMs, env: { ...process.env, DOCKER_HOST: `unix://${sock}` } });
+  const exec = (bin: string, args: string[], timeoutMs: number) => {
+    const r = spawnSync(bin, args, { encoding: 'utf8', timeout: timeoutMs, env: { ...process.env, DOCKER_HOST: `unix://${sock}` } });
     return { status: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
   };
+  const docker = (args: string[], timeoutMs = 60_000) => exec(DOCKER, args, timeoutMs);
+  // dockerd starts its own containerd (host-notes: "containerd without Kubernetes").
+  const containerdSock = path.join(dir, 'exec', 'containerd', 'containerd.sock');
+  const ctr = (ns: string, args: string[], timeoutMs = 60_000) => exec(CTR, ['-a', containerdSock, '-n', ns, ...args], timeoutMs);
+  const namespaces = new Set<string>();
+  const ctrTracked = (ns: string, args: string[], timeoutMs?: number) => {
+    namespaces.add(ns);
+    return ctr(ns, args, timeoutMs);
+  };
+  const imageTar = path.join(dir, 'image.tar');
   let stopped = false;
   const stop = async (): Promise<void> => {
     if (stopped) return;
     stopped = true;
     const ids = docker(['ps', '-aq']).stdout.split('\n').filter(Boolean);
     if (ids.length > 0) docker(['rm', '-f', ...ids]);
+    for (const ns of namespaces) {
+      for (const id of ctr(ns, ['task', 'ls', '-q']).stdout.split('\n').filter(Boolean)) ctr(ns, ['task', 'kill', '-s', 'SIGKILL', id]);
+      for (let i = 0; i < 50 && ctr(ns, ['task', 'ls', '-q']).stdout.trim() !== ''; i++) await new Promise((r) => setTimeout(r, 100));
+      for (const id of ctr(ns, ['container', 'ls', '-q']).stdout.split('\n').filter(Boolean)) ctr(ns, ['container', 'rm', id]);
+      for (const h of fs.readdirSync(V1)) removeCgroupTree(path.join(V1, h, ns));
+    }
     if (child.exitCode === null) {
       child.kill('SIGTERM');
       const t = setTimeout(() => child.kill('SIGKILL'), 15_000);
@@ -84,11 +105,13 @@ export async function startDocker(): Promise<PrivateDocker> {
     if (tar.status !== 0) throw new Error(`tar: ${tar.stderr}`);
     const imp = docker(['import', path.join(dir, 'rootfs.tar'), IMAGE]);
     if (imp.status !== 0) throw new Error(`docker import: ${imp.stderr}`);
+    const save = docker(['save', IMAGE, '-o', imageTar]);
+    if (save.status !== 0) throw new Error(`docker save: ${save.stderr}`);
   } catch (err) {
     await stop();
     throw err;
   }
-  return { sock, cgroupParent, root, docker, stop };
+  return { sock, cgroupParent, root, docker, ctr: ctrTracked, imageTar, stop };
 }
 
 function removeCgroupTree(dir: string): void {

@@ -74,6 +74,29 @@ describe('containerd / Kubernetes', () => {
     assert.equal(rec(`/mystuff/pod${UID}/${ID}`), null));
 });
 
+describe('containerd alone: /<namespace>/<id>', () => {
+  it('ctr run in the default namespace: the id is any name', () => {
+    assert.deepEqual(rec('/default/redis-1'), { runtime: 'containerd', id: 'redis-1', namespace: 'default' });
+    assert.deepEqual(rec(`/default/${ID}`), { runtime: 'containerd', id: ID, namespace: 'default' });
+  });
+  it('only at the top, only two levels, only valid identifiers', () => {
+    assert.equal(rec('/default'), null);
+    assert.equal(rec('/default/redis-1/sub'), null);
+    assert.equal(rec('/x/default/redis-1'), null);
+    assert.equal(rec('/default/-bad'), null);
+    assert.equal(rec('/default/bad.'), null);
+  });
+  it('other namespaces only when configured', () => {
+    assert.equal(rec('/k8s.io/abc'), null);
+    assert.equal(rec('/system.slice/cron.service'), null);
+    const rs = buildRecognisers(builtinRuntimes, [], { containerdNamespaces: ['k8s.io', 'cgwd-test-ns'] });
+    assert.deepEqual(recognise(rs, '/k8s.io/abc'), { runtime: 'containerd', id: 'abc', namespace: 'k8s.io' });
+    assert.deepEqual(recognise(rs, '/cgwd-test-ns/c1'), { runtime: 'containerd', id: 'c1', namespace: 'cgwd-test-ns' });
+    assert.equal(recognise(rs, '/default/redis-1'), null, 'the list replaces the default');
+  });
+  it('Docker\'s /docker/<id> stays Docker\'s', () => assert.deepEqual(recognise(buildRecognisers(builtinRuntimes, [], { containerdNamespaces: ['docker'] }), `/docker/${ID}`), { runtime: 'docker', id: ID }));
+});
+
 describe('isPodCgroup', () => {
   it('cgroupfs pod directories', () => {
     assert.deepEqual(isPodCgroup(`/kubepods/burstable/pod${UID}`), { podUid: UID, podPath: `/kubepods/burstable/pod${UID}` });
