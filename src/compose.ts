@@ -6,6 +6,7 @@ import { UsageMonitor } from './detect/usage-monitor';
 import type { ContainerRecord } from './discovery/container';
 import { Inventory } from './discovery/inventory';
 import type { HostSetup } from './host-setup';
+import { inotifyFor, type KernelCapabilities } from './kernel/capabilities';
 import { watchHealth } from './kernel/inotify';
 import { ContainerKeeper, type KeeperHooks } from './keeper';
 import type { Logger } from './log';
@@ -31,15 +32,15 @@ export interface Parts {
  * inventory's records are the one per-container state; detection, usage, alerts and metrics
  * follow its 'added', 'removed' and 'expired'.
  */
-export function compose(config: () => Config, host: HostSetup, log: Logger, hooks: DaemonHooks = {}): Parts {
+export function compose(config: () => Config, host: HostSetup, caps: KernelCapabilities, log: Logger, hooks: DaemonHooks = {}): Parts {
   const cfg = config();
   const { cgroups } = host;
   const inventory = new Inventory();
   const engine = new DetectionEngine({
     cgroups,
     log,
-    // v1 kernels do not notify pids.events / memory.oom_control (see README): no watches there.
-    inotify: cfg.detection.inotify && cgroups.version === 'v2',
+    // What this kernel was measured to notify (6.18 on v1: nothing; 6.1 on v1: pids.events).
+    inotify: inotifyFor(caps, cgroups.version, cfg.detection.inotify),
     kmsg: cfg.detection.kmsg,
     kmsgPath: cfg.paths.kmsg,
     sweepIntervalMs: cfg.detection.sweepIntervalMs,

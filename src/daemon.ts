@@ -10,6 +10,7 @@ import type { Inventory } from './discovery/inventory';
 import { setupHost, type HostSetup } from './host-setup';
 import { hostPidsReport } from './kernel/host-report';
 import { raisePidMax } from './kernel/sysctl';
+import { inotifyFor, probeCapabilities, signalValue, type KernelCapabilities } from './kernel/capabilities';
 import type { Logger } from './log';
 import { buildRecognisers } from './runtimes/index';
 import { serveMetrics } from './metrics/daemon-metrics';
@@ -33,6 +34,8 @@ const RESTART_ONLY: [string, (c: Config) => unknown][] = [
  */
 export class Daemon {
   host!: HostSetup;
+  /** What this kernel was measured to notify, at start. */
+  caps!: KernelCapabilities;
   parts?: Parts;
   metricsServer?: MetricsServer;
   private task?: ScheduledTask;
@@ -59,9 +62,11 @@ export class Daemon {
       for (const p of this.host.problems) this.log.warn(p);
     }
     this.running = true;
-    const parts = compose(() => this.config, this.host, this.log, this.hooks);
+    this.caps = await probeCapabilities({ cgroups, procRoot: config.paths.procRoot, kmsgPath: config.paths.kmsg, canWrite: config.mode === 'enforce' && this.host.problems.length === 0 });
+    const parts = compose(() => this.config, this.host, this.caps, this.log, this.hooks);
     this.parts = parts;
     this.log.info(await this.facts(), 'starting');
+    this.log.info({ capabilities: this.caps }, 'kernel signals measured: the sources follow them');
 
     await this.raisePidMax();
     await parts.alerts.start();
@@ -88,7 +93,7 @@ export class Daemon {
     // The kmsg follower replays the ring buffer up to "now" first (~1 s in user-mode Linux):
     // "detection running" means a hit from here on is seen.
     if (config.detection.kmsg && !(await parts.engine.kmsgReady(5000))) this.log.warn({ path: config.paths.kmsg }, 'the kmsg reader has not caught up with the kernel log after 5 s; the sweep covers meanwhile');
-    this.log.info({ inotify: config.detection.inotify && cgroups.version === 'v2', kmsg: config.detection.kmsg, sweepIntervalMs: config.detection.sweepIntervalMs, sinks: config.alerts.sinks.length }, 'detection running');
+    this.log.info({ inotify: inotifyFor(this.caps, cgroups.version, config.detection.inotify), kmsg: config.detection.kmsg, sweepIntervalMs: config.detection.sweepIntervalMs, sinks: config.alerts.sinks.length }, 'detection running');
   }
 
   /** The records of the containers known and lately gone (after start). */
@@ -136,6 +141,9 @@ export class Daemon {
     const { metrics } = this.config;
     if (!metrics.enabled) return;
     this.metricsServer = await serveMetrics(parts.metrics, metrics.listen, this.log);
+    const c = this.caps;
+    const signals = { pids_events_inotify: c.pidsInotify, pids_kmsg: c.pidsKmsg, memory_events_inotify: c.memoryInotify, pids_events_local: c.pidsEventsLocal, memory_events_local: c.memoryEventsLocal, pids_localevents_mount: c.pidsLocaleventsMount, memory_localevents_mount: c.memoryLocaleventsMount };
+    for (const [capability, v] of Object.entries(signals)) parts.metrics.daemon.kernelCapability.set({ capability }, signalValue(v));
     this.log.info({ listen: metrics.listen, port: this.metricsServer.port }, 'metrics listening');
   }
 
@@ -202,11 +210,11 @@ export class Daemon {
     this.config = next;
     if (!same((c) => [c.kernel, c.mode])) await this.raisePidMax();
     const { cgroups } = this.host;
-    parts.engine.reconfigure({ sweepIntervalMs: next.detection.sweepIntervalMs, kmsg: next.detection.kmsg, kmsgPath: next.paths.kmsg, inotify: next.detection.inotify && cgroups.version === 'v2' });
+    parts.engine.reconfigure({ sweepIntervalMs: next.detection.sweepIntervalMs, kmsg: next.detection.kmsg, kmsgPath: next.paths.kmsg, inotify: inotifyFor(this.caps, cgroups.version, next.detection.inotify) });
     parts.usage.reconfigure(next.detection.warnings.intervalMs, next.detection.warnings);
     await parts.alerts.reconfigure(next);
-    if (!same((c) => [c.discovery.roots, c.discovery.maxDepth, c.discovery.runtimes, c.discovery.extraPatterns])) {
-      this.host.recognisers = buildRecognisers(next.discovery.runtimes, next.discovery.extraPatterns);
+    if (!same((c) => [c.discovery.roots, c.discovery.maxDepth, c.discovery.runtimes, c.discovery.extraPatterns, c.discovery.containerdNamespaces])) {
+      this.host.recognisers = buildRecognisers(next.discovery.runtimes, next.discovery.extraPatterns, next.discovery);
       parts.keeper.rediscover();
     }
     if (!same((c) => c.discovery.reconcileSchedule)) await this.schedule();

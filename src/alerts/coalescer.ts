@@ -343,7 +343,7 @@ export function formatBytes(b: number | 'max' | undefined): string {
 /** "container web-1 (podman 3f2a1b…)", "container 3f2a1b… (docker)", or the cgroup when no container. */
 export function describeTarget(a: Pick<Alert, 'container' | 'kind' | 'host'> & { limitScope?: Alert['limitScope'] }): string {
   const c = a.container;
-  if (a.kind === 'host-pids-warning') return `host ${a.host}`;
+  if (a.kind === 'host-pids-warning' || a.limitScope === 'node') return `host ${a.host}`;
   const shortId = c.id ? (c.id.length > 12 ? `${c.id.slice(0, 12)}…` : c.id) : undefined;
   const pod = c.pod ? `pod ${c.namespace ? `${c.namespace}/` : ''}${c.pod}` : undefined;
   const label = c.name ?? shortId;
@@ -387,7 +387,9 @@ export function summarize(a: Alert): string {
     case 'oom-kill': {
       const v = a.victim;
       const last = v ? `; last: ${v.comm} (pid ${v.pid}${v.anonRssKb !== undefined ? `, anon-rss ${formatBytes(v.anonRssKb * 1024)}` : ''})` : '';
-      text = `${who}: ${plural(n, 'process', 'processes')} OOM-killed (limit ${memLimit})${last}`;
+      text = a.limitScope === 'node'
+        ? `${who} ran out of memory: ${plural(n, 'process', 'processes')} OOM-killed by the kernel (no container limit was hit)${last}${a.container.id ? ` in container ${a.container.id.slice(0, 12)}` : ''}`
+        : `${who}: ${plural(n, 'process', 'processes')} OOM-killed (limit ${memLimit})${last}`;
       break;
     }
     case 'oom-group-kill':

@@ -235,6 +235,7 @@ export class AlertPipeline {
   }
 
   private baseContext(cgroupPath: string): AlertContext {
+    if (cgroupPath === HOST_SUBJECT) return { limitScope: 'node' };
     const c = this.containerFor(cgroupPath);
     if (!c) return this.o.inventory.isPod(cgroupPath) ? { limitScope: 'pod' } : {};
     const own = c.cgroupPath === cgroupPath;

@@ -65,11 +65,11 @@ export class V1CgroupFs implements CgroupFs {
     return `${this.dir(controller, rel)}/${name}`;
   }
 
-  // On this kernel (6.18) inotify never fires on v1 pids.events or memory.oom_control, so
-  // there is nothing to watch: the sweep and /dev/kmsg find v1 limit hits.
+  // Whether inotify fires on v1 pids.events is the kernel's choice (6.1: yes; 6.18, 7.2: no):
+  // the capability probe decides whether it is watched. memory.oom_control notifies through
+  // an eventfd only, never inotify.
   eventFiles(rel: string): { pids?: string; memory?: string } {
-    cgroupDir(this.discoveryRoot, rel);
-    return {};
+    return { pids: this.file('pids', rel, 'pids.events') };
   }
 
   async readPidsMax(rel: string): Promise<Limit | null> {

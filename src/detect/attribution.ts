@@ -33,6 +33,12 @@ export interface PidsObservation {
   max?: Limit;
   /** pids.events counts hierarchically (v2, >= 6.11, without pids_localevents). */
   hierarchical: boolean;
+  /**
+   * Increase of pids.events.local "max", where the kernel has it (6.11+): the hits of this
+   * cgroup's own limit, exactly (measured in UML 6.12 and 7.2: a limit on a/ hit by a fork in
+   * a/b counts in a's local file and not in b's). Attribution then needs no subtraction.
+   */
+  localDelta?: number;
 }
 
 /** Limit hits given to the cgroup whose limit was hit. */
@@ -136,6 +142,12 @@ export function attributePidsHits(observations: readonly PidsObservation[]): Att
 
   const hier = new Map<string, number>();
   for (const o of byPath.values()) if (o.hierarchical) hier.set(o.path, o.delta);
+  for (const o of byPath.values()) {
+    if (o.localDelta === undefined || o.localDelta <= 0) continue;
+    // A hit of its own limit shows in its own local counter and in its ancestors' hierarchical ones.
+    result.set(o.path, { path: o.path, count: o.localDelta, seenIn: [o.path, ...watchedChain(o.path, parents).filter((a) => (hier.get(a) ?? 0) > 0)] });
+  }
+  for (const o of byPath.values()) if (o.localDelta !== undefined) hier.delete(o.path);
   if (hier.size > 0) {
     // A hit of c's limit shows in c and in each of its ancestors: those are where it was seen.
     for (const [p, n] of subtractChildren(hier)) {
@@ -184,4 +196,29 @@ export function attributeMemoryEvents(observations: readonly MemoryObservation[]
     }
   }
   return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : a.kind < b.kind ? -1 : a.kind > b.kind ? 1 : 0));
+}
+
+/**
+ * 6.11+ (local counters): hits of limits below a watched cgroup that no watched cgroup
+ * accounts for, i.e. in a sub-cgroup nobody watches yet: its hierarchical increase, less its
+ * own (local) hits, less what its nearest watched children saw. Families are read parents
+ * first, so a child's counter can only be ahead of its parent's, never behind: a race makes
+ * this smaller, never invents a hit.
+ */
+export function hitsBelow(observations: readonly PidsObservation[]): { path: string; count: number }[] {
+  const byPath = new Map<string, PidsObservation>();
+  for (const o of observations) byPath.set(norm(o.path), { ...o, path: norm(o.path) });
+  const parents = nearestWatchedAncestors(byPath.keys());
+  const childSum = new Map<string, number>();
+  for (const o of byPath.values()) {
+    const parent = parents.get(o.path);
+    if (parent !== undefined && o.hierarchical) childSum.set(parent, (childSum.get(parent) ?? 0) + o.delta);
+  }
+  const out: { path: string; count: number }[] = [];
+  for (const o of byPath.values()) {
+    if (o.localDelta === undefined) continue;
+    const n = o.delta - o.localDelta - (childSum.get(o.path) ?? 0);
+    if (n > 0) out.push({ path: o.path, count: n });
+  }
+  return out;
 }

@@ -2,9 +2,12 @@ import { EventEmitter } from 'node:events';
 import { CounterReader } from '../cgroup/counter-reader';
 import type { CgroupFs } from '../cgroup/types';
 import type { Container } from '../discovery/container';
+import type { InotifyKinds } from '../kernel/capabilities';
 import { watchHealth } from '../kernel/inotify';
 import type { Logger } from '../log';
-import { attributeMemoryEvents, attributePidsHits, type MemoryObservation, type PidsObservation } from './attribution';
+import { attributeMemoryEvents, attributePidsHits, hitsBelow, type MemoryObservation, type PidsObservation } from './attribution';
+import fs from 'node:fs';
+import nodePath from 'node:path';
 import { CounterTracker, type CgroupCounters } from './counter-diff';
 import type { EventSource, OomVictim } from './event';
 import { InotifySource } from './inotify-source';
@@ -16,7 +19,8 @@ import { Yielder } from '../yielder';
 export interface EngineOptions {
   cgroups: CgroupFs;
   log: Logger;
-  inotify: boolean;
+  /** Which event files inotify watches (inotifyFor: from the capability probe). */
+  inotify: InotifyKinds;
   kmsg: boolean;
   kmsgPath: string;
   sweepIntervalMs: number;
@@ -71,7 +75,9 @@ export class DetectionEngine extends EventEmitter {
 
   constructor(private readonly o: EngineOptions) {
     super();
-    this.merger = new EventMerger((e) => this.emit('event', e));
+    // A global OOM kills a container's process and counts in its memory.events oom_kill, but
+    // no container limit was hit: it is the node's (HOST_SUBJECT), naming the container.
+    this.merger = new EventMerger((e) => this.emit('event', e.kind === 'oom-kill' && e.victim?.global ? { ...e, cgroupPath: '/' } : e));
     this.kmsg = new KmsgSource(o.kmsgPath, { hit: (cg, kind, at) => this.onHit(cg, kind, at), oomVictim: (cg, v, at) => this.onVictim(cg, v, at) }, o.log, o.victimWaitMs);
     this.inotify = new InotifySource(o.cgroups, o.inotify, (path, only) => this.check(path, 'inotify', Date.now(), false, only));
     this.sweeper = new SweepSource(o.sweepIntervalMs, (full) => this.sweepAll(full), (seconds) => this.emit('sweep', seconds));
@@ -105,7 +111,7 @@ export class DetectionEngine extends EventEmitter {
       if (o.kmsg && this.running) this.kmsg.start(o.kmsgPath);
     }
     this.o.inotify = o.inotify;
-    this.inotify.setEnabled(o.inotify);
+    this.inotify.setKinds(o.inotify);
   }
 
   /** Resolves once the kmsg reader has caught up with "now" (or at the timeout): detection is then really running. */
@@ -155,16 +161,63 @@ export class DetectionEngine extends EventEmitter {
    * holds every hit so far); the container's counters are re-read silently, since on v2 they
    * are hierarchical and already hold this hit.
    */
-  private adoptSub(sub: string, ownerPath: string, kind: 'pids-max' | 'oom-kill', kernelAt: number): void {
+  private adoptSub(sub: string, ownerPath: string, kind: 'pids-max' | 'oom-kill', kernelAt: number, source: EventSource = 'kmsg'): void {
     const owner = this.watched.get(ownerPath)!;
     const c = owner.container!;
     this.watch(sub, c, ownerPath);
     (owner.subs ??= new Set()).add(sub);
     this.readFamily([ownerPath]);
     const t = this.tracker.get(sub);
-    const counter = kind === 'pids-max' ? t?.pids?.max : t?.memory?.oomKill;
+    // 6.11+: the sub-cgroup's own hits are its local counter (its hierarchical one also holds its children's).
+    const counter = kind === 'pids-max' ? (t?.pids?.localMax ?? t?.pids?.max) : t?.memory?.oomKill;
     const count = kind === 'pids-max' ? Math.max(1, counter ?? 0) : 1;
-    this.merger.counter({ cgroupPath: sub, containerId: c.id, kind, count, counter, source: 'kmsg', kernelAt });
+    this.merger.counter({ cgroupPath: sub, containerId: c.id, kind, count, counter, source, kernelAt });
+  }
+
+  /**
+   * 6.11+: `count` hits of a limit somewhere below `path` that no watched cgroup holds (a
+   * container's own systemd set a limit on a sub-cgroup). Adopt the sub-cgroups that show
+   * hits of their own limit (pids.events.local); if none can be found (gone already), the
+   * hits are the container's: reported, never dropped.
+   */
+  private findHitBelow(path: string, count: number, source: EventSource, kernelAt?: number): void {
+    const entry = this.watched.get(path);
+    const container = entry?.container;
+    if (!entry || !container) {
+      this.merger.counter({ cgroupPath: path, kind: 'pids-max', count, source, kernelAt });
+      return;
+    }
+    const ownerPath = entry.owner ?? path;
+    const found: string[] = [];
+    const dir = this.o.cgroups.dir('pids', path);
+    const visit = (rel: string, abs: string, depth: number): void => {
+      if (depth > 6 || found.length >= 32) return;
+      let entries: fs.Dirent[];
+      try {
+        entries = fs.readdirSync(abs, { withFileTypes: true });
+      } catch {
+        return;
+      }
+      for (const e of entries) {
+        if (!e.isDirectory()) continue;
+        const childRel = `${rel}/${e.name}`;
+        const childAbs = nodePath.join(abs, e.name);
+        if (!this.watched.has(childRel)) {
+          try {
+            if (Number(/^max (\d+)$/m.exec(fs.readFileSync(nodePath.join(childAbs, 'pids.events.local'), 'utf8'))?.[1] ?? 0) > 0) found.push(childRel);
+          } catch {
+            /* gone, or no local file */
+          }
+        }
+        visit(childRel, childAbs, depth + 1);
+      }
+    };
+    visit(path, dir, 0);
+    if (found.length === 0) {
+      this.merger.counter({ cgroupPath: path, containerId: container.id, kind: 'pids-max', count, source, kernelAt });
+      return;
+    }
+    for (const sub of found) this.adoptSub(sub, ownerPath, 'pids-max', kernelAt ?? Date.now(), source);
   }
 
   private watch(path: string, container: Container | undefined, owner?: string): void {
@@ -239,9 +292,11 @@ export class DetectionEngine extends EventEmitter {
         if (this.watched.get(path)?.owner) this.unwatch(path);
         continue;
       }
+      const before = this.tracker.get(path)?.pids?.localMax;
       const diff = this.tracker.update(path, read);
       const pidsDelta = diff.increases.find((i) => i.kind === 'pids-max')?.count ?? 0;
-      if (read.pids) pids.push({ path, delta: pidsDelta, hierarchical: read.pids.localMax !== undefined });
+      const local = read.pids?.localMax;
+      if (read.pids) pids.push({ path, delta: pidsDelta, hierarchical: local !== undefined, ...(local !== undefined ? { localDelta: before === undefined || diff.rebaselined.includes('pids') ? 0 : Math.max(0, local - before) } : {}) });
       const deltas: MemoryObservation['deltas'] = {};
       for (const i of diff.increases) if (i.kind !== 'pids-max') deltas[i.kind] = i.count;
       if (read.memory) memory.push({ path, deltas, hierarchical: this.o.cgroups.version === 'v2' });
@@ -268,9 +323,11 @@ export class DetectionEngine extends EventEmitter {
         }
       }
       for (const a of attributePidsHits(pids)) {
-        const counter = this.tracker.get(a.path)?.pids?.max;
+        const t = this.tracker.get(a.path)?.pids;
+        const counter = t?.localMax ?? t?.max;
         this.merger.counter({ cgroupPath: a.path, containerId: this.watched.get(a.path)?.container?.id, kind: 'pids-max', count: a.count, counter, source, kernelAt });
       }
+      for (const b of hitsBelow(pids)) this.findHitBelow(b.path, b.count, source, kernelAt);
     }
     for (const a of attributeMemoryEvents(memory)) {
       const m = this.tracker.get(a.path)?.memory;
@@ -338,7 +395,11 @@ export class DetectionEngine extends EventEmitter {
   private onVictim(limitCgroup: string, victim: OomVictim, kernelAt: number): void {
     const watched = this.watchedFor(limitCgroup);
     const containerId = watched ? this.watched.get(watched)?.container?.id : this.o.ownerOf?.(limitCgroup)?.id;
-    if (!watched && !containerId) return;
+    if (!watched && !containerId) {
+      // The node's OOM of a process in no container: still the node's alert.
+      if (victim.global) this.merger.kmsgOom({ cgroupPath: '/', victim, kernelAt, alone: true });
+      return;
+    }
     // A departed container's path is in the merger's "gone" set: the record goes out at once.
     this.merger.kmsgOom({ cgroupPath: watched ?? limitCgroup, containerId, victim, kernelAt });
   }

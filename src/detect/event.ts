@@ -15,6 +15,8 @@ export interface OomVictim {
   oomMemcg?: string;
   /** The victim's own cgroup (kmsg task_memcg). */
   taskMemcg?: string;
+  /** The node ran out of memory (constraint=CONSTRAINT_NONE, "global_oom"): no cgroup's limit was hit. */
+  global?: boolean;
 }
 
 /** One detected limit hit, counted once whatever the sources that saw it. */

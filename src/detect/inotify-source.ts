@@ -1,4 +1,5 @@
 import type { CgroupFs } from '../cgroup/types';
+import type { InotifyKinds } from '../kernel/capabilities';
 import { watchHealth, watchPath, type Watch } from '../kernel/inotify';
 
 type Only = 'pids' | 'memory';
@@ -19,7 +20,8 @@ export class InotifySource {
 
   constructor(
     private readonly cgroups: CgroupFs,
-    private enabled: boolean,
+    /** Which event files to watch (from the capability probe). */
+    private kinds: InotifyKinds,
     /** A change of `path`'s pids or memory event file. */
     private readonly changed: (path: string, only: Only) => void,
   ) {}
@@ -35,14 +37,14 @@ export class InotifySource {
   }
 
   get on(): boolean {
-    return this.enabled;
+    return this.kinds.pids || this.kinds.memory;
   }
 
   add(path: string): void {
     if (this.byPath.has(path)) return;
     const w: Watched = { watches: [] };
     this.byPath.set(path, w);
-    if (this.enabled) this.watchAll(path, w);
+    if (this.on) this.watchAll(path, w);
   }
 
   remove(path: string): void {
@@ -53,12 +55,12 @@ export class InotifySource {
   }
 
   /** A reload turned inotify on or off: every cgroup's watches follow. */
-  setEnabled(on: boolean): void {
-    if (on === this.enabled) return;
-    this.enabled = on;
+  setKinds(kinds: InotifyKinds): void {
+    if (kinds.pids === this.kinds.pids && kinds.memory === this.kinds.memory) return;
+    this.kinds = kinds;
     for (const [path, w] of this.byPath) {
       this.close(w);
-      if (on) this.watchAll(path, w);
+      if (this.on) this.watchAll(path, w);
     }
   }
 
@@ -77,8 +79,8 @@ export class InotifySource {
 
   private watchAll(path: string, w: Watched): void {
     const files = this.cgroups.eventFiles(path);
-    if (files.pids) this.watchFile(path, w, files.pids, 'pids');
-    if (files.memory) this.watchFile(path, w, files.memory, 'memory');
+    if (files.pids && this.kinds.pids) this.watchFile(path, w, files.pids, 'pids');
+    if (files.memory && this.kinds.memory) this.watchFile(path, w, files.memory, 'memory');
   }
 
   private close(w: Watched): void {

@@ -149,6 +149,9 @@ export class KmsgSource {
     clearTimeout(p.timer);
     this.pendingOom.delete(pid);
     const victim: OomVictim = { pid, comm: p.rec.task, uid: p.rec.uid, oomMemcg: p.rec.oomMemcg, taskMemcg: p.rec.taskMemcg, ...rss };
+    // A global OOM (the node's memory, CONSTRAINT_NONE) names no oom_memcg; a cpuset or
+    // mempolicy constraint is not a cgroup limit either. Only CONSTRAINT_MEMCG is one.
+    if (p.rec.constraint !== 'CONSTRAINT_MEMCG' && p.rec.oomMemcg === undefined) victim.global = true;
     this.sink.oomVictim(p.rec.oomMemcg ?? p.rec.taskMemcg ?? '', victim, p.kernelAt);
   }
 }

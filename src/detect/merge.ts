@@ -55,6 +55,8 @@ export interface KmsgOomInput {
   victim: OomVictim;
   /** The record's timestamp converted to ms since epoch. */
   kernelAt?: number;
+  /** No counter will ever come for it (the node's OOM of a process in no container): out at once. */
+  alone?: boolean;
 }
 
 export interface MergeOptions {
@@ -152,7 +154,7 @@ export class EventMerger {
     const k: PendingKmsg = { input, seenAt: now, timer: undefined };
     k.timer = this.clock.setTimeout(() => this.expireKmsg(k), this.holdMs);
     this.kmsg.push(k);
-    if (this.gone.has(input.cgroupPath)) this.expireKmsg(k);
+    if (this.gone.has(input.cgroupPath) || input.alone) this.expireKmsg(k);
   }
 
   /**

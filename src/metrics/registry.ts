@@ -83,6 +83,8 @@ export interface DaemonMetrics {
   pidsMaxWritesTotal: Counter<'result'>;
   /** result: parsed | unparsed | wrapped. */
   kmsgRecordsTotal: Counter<'result'>;
+  /** What the kernel was measured to deliver at start: 1 yes, 0 no, -1 unknown (not established). */
+  kernelCapability: Gauge<'capability'>;
 }
 
 export interface Metrics {
@@ -213,6 +215,7 @@ export function createMetrics(source: MetricsSource, opts: CreateMetricsOptions 
     }),
     pidsMaxWritesTotal: new Counter({ name: `${P}pids_max_writes_total`, help: 'pids.max writes by result.', labelNames: ['result'], registers }),
     kmsgRecordsTotal: new Counter({ name: `${P}kmsg_records_total`, help: '/dev/kmsg records read, by result (parsed, unparsed, wrapped).', labelNames: ['result'], registers }),
+    kernelCapability: new Gauge({ name: `${P}kernel_capability`, help: 'What the kernel was measured to deliver at start, on a cgroup of the probe\'s own: 1 yes, 0 no, -1 unknown (the probe could not establish it; the sweep covers it).', labelNames: ['capability'], registers }),
   };
 
   return { registry, daemon };

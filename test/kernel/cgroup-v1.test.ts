@@ -44,7 +44,7 @@ test('detectLayout on this host: hybrid, v1 pids and memory, cgroup2 at /sys/fs/
   const cg = openCgroupFs(layout, ROOT);
   assert.equal(cg.version, 'v1');
   assert.equal(cg.discoveryRoot, '/sys/fs/cgroup/pids');
-  assert.deepEqual(cg.eventFiles('/x'), {});
+  assert.deepEqual(cg.eventFiles('/x'), { pids: '/sys/fs/cgroup/pids/x/pids.events' });
 });
 
 test('detectLayout names the file when no cgroup is mounted under the root', (t) => {

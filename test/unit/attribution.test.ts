@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { attributeMemoryEvents, attributePidsHits, nearestWatchedAncestors, subtractChildren, type PidsObservation } from '../../src/detect/attribution';
+import { attributeMemoryEvents, attributePidsHits, hitsBelow, nearestWatchedAncestors, subtractChildren, type PidsObservation } from '../../src/detect/attribution';
 
 // A Kubernetes pod with two containers, the kubepods tree above it watched too.
 const KP = '/kubepods';
@@ -114,4 +114,25 @@ test('memory v1 (local counters): taken as they are', () => {
     { path: POD, kind: 'oom-kill', count: 1 },
     { path: C1, kind: 'oom-kill', count: 2 },
   ]);
+});
+
+// 6.11+ with pids.events.local (counts as measured in UML 6.12 and 7.2).
+const local = (path: string, delta: number, localDelta: number): PidsObservation => ({ path, delta, hierarchical: true, localDelta });
+
+test('6.11+: pids.events.local gives each cgroup its own limit hits exactly, no subtraction', () => {
+  // A container's systemd set pids.max on init.scope; 4 forks rejected there.
+  assert.deepEqual(attributePidsHits([local('/c', 4, 0), local('/c/init.scope', 4, 4)]).map((a) => [a.path, a.count, a.seenIn]), [['/c/init.scope', 4, ['/c/init.scope', '/c']]]);
+  // A pod limit hit by a container's fork: the pod's.
+  assert.deepEqual(attributePidsHits([local(POD, 1, 1), local(C1, 0, 0)]).map((a) => [a.path, a.count]), [[POD, 1]]);
+  assert.deepEqual(hitsBelow([local(POD, 1, 1), local(C1, 0, 0)]), []);
+});
+
+test('6.11+: a child counter read ahead of its parent invents no hit; a hit below every watched cgroup is found, not given to the container', () => {
+  // The pod read first (1), its container a moment later (2): nothing in the pod itself.
+  assert.deepEqual(attributePidsHits([local(POD, 1, 0), local(C1, 2, 2)]).map((a) => [a.path, a.count]), [[C1, 2]]);
+  assert.deepEqual(hitsBelow([local(POD, 1, 0), local(C1, 2, 2)]), []);
+  // The sub-cgroup is not watched yet: the container's own counter did not move, so no
+  // container hit; the 4 are below it, for the engine to find.
+  assert.deepEqual(attributePidsHits([local('/c', 4, 0)]), []);
+  assert.deepEqual(hitsBelow([local('/c', 4, 0)]), [{ path: '/c', count: 4 }]);
 });

@@ -1,0 +1,261 @@
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseMountinfo } from '../cgroup/mountinfo';
+import type { CgroupFs } from '../cgroup/types';
+import { parsePidsEventsMax } from '../cgroup/parsers';
+
+/** What a probe established: the kernel did it, did not, or it could not be tried. */
+export type Signal = 'yes' | 'no' | 'unknown';
+
+/**
+ * Which signals this kernel delivers, measured at start on a cgroup of the probe's own; no
+ * version number is compared (what a kernel notifies is a property of that build: v1
+ * `pids.events` notifies on 6.1 and not on 6.18 or 7.2). One result type: the sources and the
+ * sweep are picked from it.
+ */
+export interface KernelCapabilities {
+  /** inotify IN_MODIFY on `pids.events` within WITHIN_MS of a fork rejected at `pids.max`. */
+  pidsInotify: Signal;
+  /** /dev/kmsg carried "fork rejected by pids controller in <cgroup>". */
+  pidsKmsg: Signal;
+  /** inotify IN_MODIFY on `memory.events` within WITHIN_MS of a `memory.high` breach (v2; v1 has no memory.high). */
+  memoryInotify: Signal;
+  /** The kernel has `pids.events.local` / `memory.events.local` (v2; from 6.11 / 5.2). */
+  pidsEventsLocal: boolean;
+  memoryEventsLocal: boolean;
+  /** cgroup2 mounted with `pids_localevents` / `memory_localevents` (the old, local counting). */
+  pidsLocaleventsMount: boolean;
+  memoryLocaleventsMount: boolean;
+  /** Why a signal is unknown (no cgroup could be made, the event did not happen). */
+  unknownWhy?: string;
+  /** How long the probe took. */
+  probeMs: number;
+}
+
+/** How soon after the event a notification counts as "delivered". */
+export const WITHIN_MS = 100;
+
+export interface ProbeOptions {
+  cgroups: CgroupFs;
+  procRoot: string;
+  kmsgPath: string;
+  /** False in observe mode or without a writable cgroupfs: nothing is made, every signal is unknown. */
+  canWrite: boolean;
+}
+
+/** Every probed signal unknown (nothing could be tried), the file facts as they are. */
+export function unknownCapabilities(o: Pick<ProbeOptions, 'cgroups' | 'procRoot'>, why: string): KernelCapabilities {
+  return { pidsInotify: 'unknown', pidsKmsg: 'unknown', memoryInotify: 'unknown', ...fileFacts(o.cgroups, o.procRoot), unknownWhy: why, probeMs: 0 };
+}
+
+/**
+ * Probe on a fresh cgroup of its own (`/cgwatchdog-probe-<pid>-<random>`, removed after):
+ * one fork past `pids.max 1`, and on v2 a `memory.high` breach (throttling, never an OOM
+ * kill that other tools on the node would alert on). The probe's cgroup is no container's,
+ * so its events never alert. Never throws: what fails is "unknown", with the reason.
+ */
+export async function probeCapabilities(o: ProbeOptions): Promise<KernelCapabilities> {
+  if (!o.canWrite) return unknownCapabilities(o, 'the probe cannot make a cgroup (observe mode or a read-only cgroupfs)');
+  const t0 = performance.now();
+  const rel = `/cgwatchdog-probe-${process.pid}-${randomBytes(3).toString('hex')}`;
+  const why: string[] = [];
+  let pidsInotify: Signal = 'unknown';
+  let pidsKmsg: Signal = 'unknown';
+  let memoryInotify: Signal = 'unknown';
+  const made: string[] = [];
+  let local: Partial<Pick<KernelCapabilities, 'pidsEventsLocal' | 'memoryEventsLocal'>> = {};
+  try {
+    const pidsDir = o.cgroups.dir('pids', rel);
+    fs.mkdirSync(pidsDir);
+    made.push(pidsDir);
+    if (o.cgroups.version === 'v2') local = { pidsEventsLocal: fs.existsSync(path.join(pidsDir, 'pids.events.local')), memoryEventsLocal: fs.existsSync(path.join(pidsDir, 'memory.events.local')) };
+    const pids = await probePids(pidsDir, rel, o.kmsgPath);
+    pidsInotify = pids.inotify;
+    pidsKmsg = pids.kmsg;
+    if (pids.why) why.push(pids.why);
+    if (o.cgroups.version === 'v2') {
+      const mem = await probeMemory(pidsDir);
+      memoryInotify = mem.inotify;
+      if (mem.why) why.push(mem.why);
+    } else {
+      why.push('memory: cgroup v1 has no memory.high to breach safely');
+    }
+  } catch (err) {
+    why.push(`cannot make the probe cgroup ${rel}: ${(err as Error).message}`);
+  } finally {
+    for (const d of made.reverse()) await removeCgroup(d);
+  }
+  const out: KernelCapabilities = { pidsInotify, pidsKmsg, memoryInotify, ...fileFacts(o.cgroups, o.procRoot), ...local, probeMs: Math.round(performance.now() - t0) };
+  if (why.length > 0) out.unknownWhy = why.join('; ');
+  return out;
+}
+
+function fileFacts(cgroups: CgroupFs, procRoot: string): Pick<KernelCapabilities, 'pidsEventsLocal' | 'memoryEventsLocal' | 'pidsLocaleventsMount' | 'memoryLocaleventsMount'> {
+  const v2 = cgroups.version === 'v2';
+  let opts: string[] = [];
+  try {
+    const mount = cgroups.layout.v2Mount;
+    opts = parseMountinfo(fs.readFileSync(path.join(procRoot, 'self', 'mountinfo'), 'utf8')).find((m) => m.fsType === 'cgroup2' && m.mountPoint === mount)?.superOptions ?? [];
+  } catch {
+    /* no mountinfo: the options stay unknown, as absent */
+  }
+  // The root cgroup has no pids.events: a kernel that has the .local files shows them in
+  // every non-root cgroup, and the cgroup.controllers file tells nothing of them. The
+  // interface files of a controller are listed by the kernel in each child directory only.
+  return {
+    pidsEventsLocal: v2 && hasChildFile(cgroups, 'pids', 'pids.events.local'),
+    memoryEventsLocal: v2 && hasChildFile(cgroups, 'memory', 'memory.events.local'),
+    pidsLocaleventsMount: opts.includes('pids_localevents'),
+    memoryLocaleventsMount: opts.includes('memory_localevents'),
+  };
+}
+
+/** Whether some child cgroup of the hierarchy root has `file` (first child with the controller's files). */
+function hasChildFile(cgroups: CgroupFs, controller: 'pids' | 'memory', file: string): boolean {
+  const root = cgroups.dir(controller, '/');
+  try {
+    for (const e of fs.readdirSync(root, { withFileTypes: true })) {
+      if (!e.isDirectory()) continue;
+      const dir = path.join(root, e.name);
+      if (fs.existsSync(path.join(dir, `${controller}.max`)) || fs.existsSync(path.join(dir, `${controller}.current`))) return fs.existsSync(path.join(dir, file));
+    }
+  } catch {
+    /* unreadable root */
+  }
+  return false;
+}
+
+/** One fork past pids.max 1: a shell with a fixed script (nothing of a cgroup's name in it) runs /bin/true. */
+async function probePids(dir: string, rel: string, kmsgPath: string): Promise<{ inotify: Signal; kmsg: Signal; why?: string }> {
+  fs.writeFileSync(path.join(dir, 'pids.max'), '1');
+  const eventsFile = path.join(dir, 'pids.events');
+  let changedAt: number | undefined;
+  const w = fs.watch(eventsFile, () => (changedAt ??= performance.now()));
+  w.on('error', () => undefined);
+  try {
+    const sh = spawn('/bin/sh', ['-c', 'read go; /bin/true; exit 0'], { stdio: ['pipe', 'ignore', 'ignore'] });
+    const exited = new Promise<void>((r) => sh.once('exit', () => r()));
+    sh.on('error', () => undefined);
+    if (sh.pid === undefined) return { inotify: 'unknown', kmsg: 'unknown', why: 'pids: cannot start /bin/sh' };
+    fs.writeFileSync(path.join(dir, 'cgroup.procs'), String(sh.pid));
+    sh.stdin.end('go\n');
+    await Promise.race([exited, sleep(2000)]);
+    sh.kill('SIGKILL');
+    const rejectedAt = performance.now();
+    const max = parsePidsEventsMax(fs.readFileSync(eventsFile, 'utf8'));
+    if (max === 0) return { inotify: 'unknown', kmsg: 'unknown', why: 'pids: the probe fork was not rejected' };
+    while (changedAt === undefined && performance.now() - rejectedAt < WITHIN_MS) await sleep(5);
+    const inotify: Signal = changedAt !== undefined ? 'yes' : 'no';
+    const kmsg = kmsgHas(kmsgPath, `fork rejected by pids controller in ${rel}`);
+    return { inotify, kmsg, ...(kmsg === 'unknown' ? { why: `pids: cannot read ${kmsgPath}` } : {}) };
+  } finally {
+    w.close();
+  }
+}
+
+/** memory.high at 1 MiB and a shell that grows a string: reclaim at high (counted in memory.events "high"), no OOM. */
+async function probeMemory(dir: string): Promise<{ inotify: Signal; why?: string }> {
+  fs.writeFileSync(path.join(dir, 'pids.max'), 'max');
+  fs.writeFileSync(path.join(dir, 'memory.high'), String(1 << 20));
+  const eventsFile = path.join(dir, 'memory.events');
+  const high = (): number => Number(/^high (\d+)$/m.exec(fs.readFileSync(eventsFile, 'utf8'))?.[1] ?? 0);
+  let changedAt: number | undefined;
+  const w = fs.watch(eventsFile, () => (changedAt ??= performance.now()));
+  w.on('error', () => undefined);
+  const sh = spawn('/bin/sh', ['-c', 'read go; a=0123456789abcdef; while :; do a="$a$a"; done'], { stdio: ['pipe', 'ignore', 'ignore'] });
+  sh.on('error', () => undefined);
+  try {
+    if (sh.pid === undefined) return { inotify: 'unknown', why: 'memory: cannot start /bin/sh' };
+    fs.writeFileSync(path.join(dir, 'cgroup.procs'), String(sh.pid));
+    sh.stdin.end('go\n');
+    const end = performance.now() + 3000;
+    let breachedAt: number | undefined;
+    while (performance.now() < end) {
+      if (high() > 0) {
+        breachedAt = performance.now();
+        break;
+      }
+      await sleep(2);
+    }
+    if (breachedAt === undefined) return { inotify: 'unknown', why: 'memory: memory.high was not breached within 3 s' };
+    while (changedAt === undefined && performance.now() - breachedAt < WITHIN_MS) await sleep(5);
+    return { inotify: changedAt !== undefined ? 'yes' : 'no' };
+  } finally {
+    sh.kill('SIGKILL');
+    w.close();
+  }
+}
+
+/** Whether the kernel log holds `text` (read without blocking, from the oldest record kept). */
+function kmsgHas(kmsgPath: string, text: string): Signal {
+  let fd: number;
+  try {
+    fd = fs.openSync(kmsgPath, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  } catch {
+    return 'unknown';
+  }
+  const buf = Buffer.alloc(8192);
+  try {
+    for (let i = 0; i < 1_000_000; i++) {
+      let n: number;
+      try {
+        n = fs.readSync(fd, buf, 0, buf.length, null);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'EPIPE') continue; // records overwritten while we read: go on
+        if (code === 'EAGAIN') return 'no';
+        return 'unknown';
+      }
+      if (n <= 0) return 'no';
+      if (buf.toString('utf8', 0, n).includes(text)) return 'yes';
+    }
+    return 'no';
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+async function removeCgroup(dir: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    try {
+      for (const pid of fs.readFileSync(path.join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) {
+        try {
+          process.kill(Number(pid), 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+      fs.rmdirSync(dir);
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      await sleep(10);
+    }
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Which event files inotify watches, given what the kernel was measured to notify. */
+export interface InotifyKinds {
+  pids: boolean;
+  memory: boolean;
+}
+
+/**
+ * The sources picked from the probe: a file is watched where the kernel was seen to notify
+ * it, and on v2 also where that is unknown (inotify on v2 event files is the kernel's
+ * documented interface; a watch that never fires costs nothing). On v1 only what was seen:
+ * 6.1 notifies pids.events there, 6.18 does not. What is not watched is read by the sweep.
+ */
+export function inotifyFor(caps: KernelCapabilities, version: 'v1' | 'v2', enabled: boolean): InotifyKinds {
+  const pick = (s: Signal): boolean => enabled && (s === 'yes' || (s === 'unknown' && version === 'v2'));
+  return { pids: pick(caps.pidsInotify), memory: version === 'v2' && pick(caps.memoryInotify) };
+}
+
+/** As a metric value: 1 yes, 0 no, -1 unknown. */
+export function signalValue(s: Signal | boolean): number {
+  return s === true || s === 'yes' ? 1 : s === false || s === 'no' ? 0 : -1;
+}
