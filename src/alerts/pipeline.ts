@@ -156,6 +156,7 @@ export class AlertPipeline {
   }
 
   event(ev: LimitEvent): void {
+    if (this.o.config.alerts.metricOnlyKinds.includes(ev.kind as AlertKind)) return;
     this.serial(async () => {
       const ctx = await this.prepare(ev.cgroupPath, ev.kind);
       await this.send(this.coalescer.onEvent(ev, ctx));

@@ -171,6 +171,9 @@ export const ConfigSchema = z
       .object({
         host: z.string().min(1).optional(), // default: the machine's hostname
         repeatIntervalSeconds: positiveInt.default(300),
+        // Counted in the metrics, never alerted: memory.events max/high (v1 failcnt) count
+        // reclaims at the limit, which healthy cache-heavy containers do all day.
+        metricOnlyKinds: z.array(AlertKind).default(['memory-max', 'memory-high']),
         resolveAfterSeconds: positiveInt.default(120),
         outbox: z
           .object({

@@ -1,4 +1,4 @@
-import { classifyKmsg, type KmsgRecord, type OomKill } from '../kernel/kmsg-parser';
+import { KmsgAssembler, type KmsgEvent, type KmsgRecord, type OomKill } from '../kernel/kmsg-parser';
 import { KmsgReader } from '../kernel/kmsg-reader';
 import type { Logger } from '../log';
 import type { OomVictim } from './event';
@@ -35,6 +35,7 @@ export class KmsgSource {
   private backoffMs = KMSG_RETRY_MIN_MS;
   private running = false;
   private readonly pendingOom = new Map<number, { rec: OomKill; kernelAt: number; timer: NodeJS.Timeout }>();
+  private readonly assembler = new KmsgAssembler();
 
   constructor(
     private path: string,
@@ -123,9 +124,11 @@ export class KmsgSource {
     return Date.now() - Math.max(0, nowUs - tsUs) / 1000;
   }
 
-  private onRecord(rec: KmsgRecord): void {
-    const ev = classifyKmsg(rec.message);
-    if (!ev) return;
+  private onRecord(record: KmsgRecord): void {
+    for (const { rec, ev } of this.assembler.feed(record)) this.onEvent(rec, ev);
+  }
+
+  private onEvent(rec: KmsgRecord, ev: KmsgEvent): void {
     this.stats.records.parsed++;
     const kernelAt = this.wallMs(rec.tsUs);
     if (ev.type === 'fork-rejected') {
@@ -138,6 +141,8 @@ export class KmsgSource {
       this.pendingOom.set(ev.pid, { rec: ev, kernelAt, timer });
     } else if (ev.type === 'oom-killed') {
       this.victimReady(ev.pid, { anonRssKb: ev.anonRssKb, fileRssKb: ev.fileRssKb, shmemRssKb: ev.shmemRssKb, totalVmKb: ev.totalVmKb, comm: ev.comm });
+    } else if (ev.type === 'suppressed' && /oom|dump_header/.test(ev.fn)) {
+      this.log.warn({ fn: ev.fn, suppressed: ev.count }, 'the kernel rate-limited its OOM messages: victims may go unnamed; the counters still count every kill');
     }
     // After the read it prompted: off the detection path.
     this.log.debug({ kmsg: ev, seq: rec.seq }, 'kmsg record');

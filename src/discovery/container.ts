@@ -23,6 +23,8 @@ export interface Hits {
   pidsLimitHits: number;
   oomEvents: number;
   oomKills: number;
+  /** memory.events max (v2) / failcnt (v1): reclaims at the memory limit; a metric, not an alert by default. */
+  memoryMaxEvents: number;
 }
 
 /**

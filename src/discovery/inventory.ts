@@ -79,7 +79,7 @@ export class Inventory extends EventEmitter {
       seenHr: c.seenHr,
       applied,
       policyTooLow: false,
-      hits: { pidsLimitHits: 0, oomEvents: 0, oomKills: 0 },
+      hits: { pidsLimitHits: 0, oomEvents: 0, oomKills: 0, memoryMaxEvents: 0 },
     };
     this.byPath.set(rec.cgroupPath, rec);
     if (rec.podPath) this.pods.set(rec.podPath, (this.pods.get(rec.podPath) ?? 0) + 1);

@@ -11,9 +11,11 @@ export interface KmsgRecord {
   /** Microseconds since boot, CLOCK_MONOTONIC (not wall time). */
   tsUs: number;
   message: string;
+  /** Flag "c": a continuation of the previous record (a pr_cont fragment a kernel logged as a record of its own). */
+  cont?: boolean;
 }
 
-const HEADER = /^(\d+),(\d+),(\d+),[^;]*;/;
+const HEADER = /^(\d+),(\d+),(\d+),([^;,]*)[^;]*;/;
 
 /** One record; null when the text is not a kmsg record. Pure. */
 export function parseKmsgRecord(text: string): KmsgRecord | null {
@@ -25,7 +27,9 @@ export function parseKmsgRecord(text: string): KmsgRecord | null {
   if (!Number.isSafeInteger(prefix) || !Number.isSafeInteger(seq) || !Number.isSafeInteger(tsUs)) return null;
   const rest = text.slice(m[0].length);
   const nl = rest.indexOf('\n');
-  return { priority: prefix & 7, facility: prefix >> 3, seq, tsUs, message: nl === -1 ? rest : rest.slice(0, nl) };
+  const r: KmsgRecord = { priority: prefix & 7, facility: prefix >> 3, seq, tsUs, message: nl === -1 ? rest : rest.slice(0, nl) };
+  if (m[4]!.includes('c')) r.cont = true;
+  return r;
 }
 
 export interface ForkRejected {
@@ -77,7 +81,14 @@ export interface OomMemcgLegacy {
   oomMemcg: string;
 }
 
-export type KmsgEvent = ForkRejected | OomKill | OomKilled | OomHeader | OomMemcgLegacy;
+/** printk_ratelimited dropped messages of a kernel function (the OOM dump, say). */
+export interface Suppressed {
+  type: 'suppressed';
+  fn: string;
+  count: number;
+}
+
+export type KmsgEvent = ForkRejected | OomKill | OomKilled | OomHeader | OomMemcgLegacy | Suppressed;
 
 // Printed once per cgroup (pr_cont_cgroup_path after a pr_info, Linux 4.3+); the path may
 // hold any character but a newline, so take the rest of the line.
@@ -99,6 +110,9 @@ const OOM_KILLED =
 const OOM_HEADER = /^(.*) invoked oom-killer: gfp_mask=(0x[0-9a-f]+)(?:\([^)]*\))?, order=(-?\d+), oom_score_adj=(-?\d+)/;
 
 const LEGACY_TASK_IN = /^Task in (\S.*) killed as a result of limit of (\S.*)$/;
+
+// ___ratelimit(): "<function>: N callbacks suppressed".
+const SUPPRESSED = /^(\S+): (\d+) callbacks suppressed$/;
 
 /** What a kmsg message says about a limit hit; null for anything else. Pure. */
 export function classifyKmsg(message: string): KmsgEvent | null {
@@ -137,5 +151,55 @@ export function classifyKmsg(message: string): KmsgEvent | null {
   m = LEGACY_TASK_IN.exec(message);
   if (m) return { type: 'oom-memcg-legacy', taskMemcg: m[1], oomMemcg: m[2] };
 
+  m = SUPPRESSED.exec(message);
+  if (m) return { type: 'suppressed', fn: m[1], count: Number(m[2]) };
+
   return null;
+}
+
+/** Records of one OOM in pre-4.19 kernels are this close together (µs of kernel time). */
+const LEGACY_PAIR_US = 1_000_000;
+
+/**
+ * From records to events, across records: joins a pr_cont fragment to the line it continues
+ * (older kernels logged "cgroup: fork rejected by pids controller in " and the path as two
+ * records, the second flagged "c"), and on kernels before 4.19, which print no "oom-kill:"
+ * line, makes one from "Task in X killed as a result of limit of Y" and the "Killed
+ * process" line that follows. Pure: no I/O, no clock but the records' own.
+ */
+export class KmsgAssembler {
+  private held?: KmsgRecord;
+  private legacy?: { ev: OomMemcgLegacy; tsUs: number };
+
+  /** One record in; the events it completes out, in order, each with the record that carried it. */
+  feed(rec: KmsgRecord): { rec: KmsgRecord; ev: KmsgEvent }[] {
+    const out: { rec: KmsgRecord; ev: KmsgEvent }[] = [];
+    if (this.held) {
+      const held = this.held;
+      this.held = undefined;
+      if (rec.cont) return this.complete({ ...held, message: held.message + rec.message }, out);
+      this.complete(held, out);
+    }
+    if (/^cgroup: fork rejected by pids controller in $/.test(rec.message)) {
+      this.held = rec;
+      return out;
+    }
+    return this.complete(rec, out);
+  }
+
+  private complete(rec: KmsgRecord, out: { rec: KmsgRecord; ev: KmsgEvent }[]): { rec: KmsgRecord; ev: KmsgEvent }[] {
+    const ev = classifyKmsg(rec.message);
+    if (!ev) return out;
+    if (ev.type === 'oom-memcg-legacy') {
+      this.legacy = { ev, tsUs: rec.tsUs };
+    } else if (ev.type === 'oom-kill') {
+      this.legacy = undefined;
+    } else if (ev.type === 'oom-killed' && this.legacy && rec.tsUs - this.legacy.tsUs <= LEGACY_PAIR_US) {
+      const l = this.legacy.ev;
+      this.legacy = undefined;
+      out.push({ rec, ev: { type: 'oom-kill', constraint: 'CONSTRAINT_MEMCG', oomMemcg: l.oomMemcg, taskMemcg: l.taskMemcg, task: ev.comm, pid: ev.pid, uid: ev.uid ?? 0 } });
+    }
+    out.push({ rec, ev });
+    return out;
+  }
 }

@@ -41,6 +41,7 @@ export class DaemonMetricsState implements MetricsSource {
     if (e.kind === 'pids-max') h.pidsLimitHits += e.count;
     else if (e.kind === 'oom') h.oomEvents += e.count;
     else if (e.kind === 'oom-kill') h.oomKills += e.count;
+    else if (e.kind === 'memory-max') h.memoryMaxEvents += e.count;
   }
 
   *containers(): Iterable<ContainerSnapshot> {
@@ -75,7 +76,7 @@ export class DaemonMetricsState implements MetricsSource {
    */
   private *listed(): Iterable<ContainerRecord> {
     yield* this.view.all();
-    for (const c of this.view.departedAll()) if (c.hits.pidsLimitHits + c.hits.oomEvents + c.hits.oomKills > 0) yield c;
+    for (const c of this.view.departedAll()) if (c.hits.pidsLimitHits + c.hits.oomEvents + c.hits.oomKills + c.hits.memoryMaxEvents > 0) yield c;
   }
 
   host() {

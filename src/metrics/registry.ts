@@ -32,6 +32,7 @@ export interface ContainerSnapshot {
   pidsLimitHits: number;
   oomEvents: number;
   oomKills: number;
+  memoryMaxEvents?: number;
   image?: string;
   /** Removed a moment ago: only its counters (and info) are kept, for a last scrape. */
   departed?: boolean;
@@ -131,6 +132,7 @@ export function createMetrics(source: MetricsSource, opts: CreateMetricsOptions 
   const memLimit = cGauge('container_memory_limit_bytes', 'The container cgroup memory limit; absent when unlimited.');
   const oomEvents = cCounter('container_oom_events_total', 'Memory cgroup OOM events (memory.events oom) since cgwatchdog first saw the container.');
   const oomKills = cCounter('container_oom_kills_total', 'Processes OOM-killed in the container since cgwatchdog first saw it.');
+  const memMaxEvents = cCounter('container_memory_max_events_total', 'Times the container reached its memory limit and reclaimed (memory.events max; v1 failcnt) since cgwatchdog first saw it. Not an alert by default (alerts.metricOnlyKinds).');
   const cores = new Gauge<ContainerLabel | 'source'>({
     name: `${P}container_policy_cores`,
     help: 'Cores the policy counts for the container; source is quota, cpuset or host.',
@@ -146,7 +148,7 @@ export function createMetrics(source: MetricsSource, opts: CreateMetricsOptions 
     registers,
     collect: refresh,
   });
-  const perContainer: Array<Gauge<ContainerLabel> | Counter<ContainerLabel> | Gauge<(typeof INFO_LABELS)[number]>> = [info, pidsCurrent, pidsMax, policyMax, policyTooLow, limitHits, memUsage, memLimit, oomEvents, oomKills];
+  const perContainer: Array<Gauge<ContainerLabel> | Counter<ContainerLabel> | Gauge<(typeof INFO_LABELS)[number]>> = [info, pidsCurrent, pidsMax, policyMax, policyTooLow, limitHits, memUsage, memLimit, oomEvents, oomKills, memMaxEvents];
 
   function fillContainers(): void {
     for (const m of perContainer) m.reset();
@@ -157,6 +159,7 @@ export function createMetrics(source: MetricsSource, opts: CreateMetricsOptions 
       limitHits.inc(l, c.pidsLimitHits);
       oomEvents.inc(l, c.oomEvents);
       oomKills.inc(l, c.oomKills);
+      memMaxEvents.inc(l, c.memoryMaxEvents ?? 0);
       if (c.departed) continue;
       if (c.pidsCurrent !== undefined) pidsCurrent.set(l, c.pidsCurrent);
       if (typeof c.pidsMax === 'number') pidsMax.set(l, c.pidsMax);

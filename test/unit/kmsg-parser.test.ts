@@ -2,7 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { classifyKmsg, parseKmsgRecord, type KmsgRecord } from '../../src/kernel/kmsg-parser';
+import { classifyKmsg, KmsgAssembler, parseKmsgRecord, type KmsgRecord } from '../../src/kernel/kmsg-parser';
 
 // Fixtures live in the source tree; tests run from dist/test/unit.
 const fixtures = path.resolve(__dirname, '../../../test/fixtures/kmsg');
@@ -174,5 +174,42 @@ describe('classifyKmsg edge cases', () => {
     for (const m of ['', 'cgroup: fork rejected by pids controller in', 'memory: usage 20480kB, limit 20480kB, failcnt 50', 'Killed process abc']) {
       assert.equal(classifyKmsg(m), null, m);
     }
+  });
+});
+
+describe('KmsgAssembler: the kernel\'s words across versions', () => {
+  const feed = (lines: string[]) => {
+    const a = new KmsgAssembler();
+    return lines.flatMap((l) => a.feed(parseKmsgRecord(l + '\n')!)).map((x) => x.ev);
+  };
+
+  it('a fork rejection whose path came as a continuation record (flag c) is one event', () => {
+    assert.deepEqual(feed(['6,2001,5000,-;cgroup: fork rejected by pids controller in ', '6,2002,5001,c;/docker/abc']), [{ type: 'fork-rejected', cgroup: '/docker/abc' }]);
+    // Not continued: the fragment alone says nothing; the next record stands on its own.
+    assert.deepEqual(feed(['6,2001,5000,-;cgroup: fork rejected by pids controller in ', '6,2002,5001,-;cgroup: fork rejected by pids controller in /x']), [{ type: 'fork-rejected', cgroup: '/x' }]);
+  });
+
+  it('before 4.19 (no "oom-kill:" line): "Task in X killed as a result of limit of Y" and "Killed process" make the kill, with the cgroups', () => {
+    // mm/memcontrol.c mem_cgroup_print_oom_info and mm/oom_kill.c oom_kill_process, Linux 4.14.
+    const evs = feed([
+      '6,1001,100000000,-;Task in /docker/abc/init.scope killed as a result of limit of /docker/abc',
+      '6,1002,100000100,-;memory: usage 32768kB, limit 32768kB, failcnt 50',
+      '3,1003,100000300,-;Memory cgroup out of memory: Kill process 4242 (java) score 1000 or sacrifice child',
+      '3,1004,100000400,-;Killed process 4242 (java) total-vm:1000kB, anon-rss:30000kB, file-rss:100kB, shmem-rss:0kB',
+    ]);
+    assert.deepEqual(evs.map((e) => e.type), ['oom-memcg-legacy', 'oom-kill', 'oom-killed']);
+    assert.deepEqual(evs[1], { type: 'oom-kill', constraint: 'CONSTRAINT_MEMCG', oomMemcg: '/docker/abc', taskMemcg: '/docker/abc/init.scope', task: 'java', pid: 4242, uid: 0 });
+  });
+
+  it('a modern kernel\'s own "oom-kill:" line is not doubled by the legacy pairing', () => {
+    const evs = feed([
+      '6,1,10,-;oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/m,task_memcg=/m,task=x,pid=9,uid=0',
+      '3,2,11,-;Memory cgroup out of memory: Killed process 9 (x) total-vm:1kB, anon-rss:2kB, file-rss:3kB, shmem-rss:0kB, UID:0 pgtables:4kB oom_score_adj:0',
+    ]);
+    assert.deepEqual(evs.map((e) => e.type), ['oom-kill', 'oom-killed']);
+  });
+
+  it('"callbacks suppressed" is recognised (the OOM dump was rate-limited)', () => {
+    assert.deepEqual(feed(['4,3001,6000,-;oom_kill_process: 7 callbacks suppressed']), [{ type: 'suppressed', fn: 'oom_kill_process', count: 7 }]);
   });
 });
