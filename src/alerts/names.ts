@@ -120,10 +120,14 @@ export class NameResolver {
     this.now = opts.now ?? Date.now;
   }
 
-  /** Never rejects: what could not be found is simply absent. Cached per container id. */
-  lookup(c: Pick<Container, 'id' | 'runtime' | 'podUid' | 'namespace'>): Promise<NameInfo> {
+  /**
+   * Never rejects: what could not be found is simply absent. Cached per container id; `again`
+   * asks once more even though the last answer was empty (a container just made may not be
+   * inspectable yet).
+   */
+  lookup(c: Pick<Container, 'id' | 'runtime' | 'podUid' | 'namespace'>, again = false): Promise<NameInfo> {
     const hit = this.cache.get(c.id);
-    if (hit && (hit.retryAt === undefined || this.now() < hit.retryAt)) return hit.promise;
+    if (hit && (hit.retryAt === undefined || (!again && this.now() < hit.retryAt))) return hit.promise;
     const entry: CacheEntry = { promise: Promise.resolve({}) };
     entry.promise = this.limited(() => this.resolve(c)).then((info) => {
       if (Object.keys(info).length === 0) entry.retryAt = this.now() + (this.opts.failureTtlMs ?? 60_000);
@@ -197,12 +201,15 @@ export class NameResolver {
         { timeout: this.opts.timeoutMs, maxBuffer: 4 << 20, env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' } },
         (err, stdout) => {
           if (err) return reject(new Error(`podman inspect: ${err.message.split('\n')[0]}`));
+          // podman exits 0 with nothing printed when the timeout's SIGTERM reaches it
+          // (measured in UML 6.1, where one inspect takes ~2 s: names.timeoutMs).
+          if (stdout.trim() === '') return reject(new Error(`podman inspect printed nothing (stopped at the ${this.opts.timeoutMs} ms timeout?)`));
           try {
             const arr = JSON.parse(stdout) as InspectBody[];
             if (!Array.isArray(arr) || !arr[0]) return reject(new Error('podman inspect: empty result'));
             resolve(fromInspect(arr[0]));
           } catch {
-            reject(new Error('podman inspect: invalid JSON'));
+            reject(new Error(`podman inspect: invalid JSON: ${JSON.stringify(stdout.slice(0, 160))}`));
           }
         },
       );

@@ -23,16 +23,13 @@ const TOP_N = 5;
 /** A fork bomb fires many events a second: the task census is reused for this long. */
 const TOP_CACHE_MS = 1000;
 /**
- * How long a first message waits for a name lookup already under way (names are then fixed
- * for the alert's life: Alert.identity). Detection never waits.
- */
-const NAME_WAIT_MS = 500;
-/**
  * A removed container's alerts resolve this long after its removal, not at once: the events
  * of its last moments (kmsg's OOM record, held up to 2 s for its counter) still arrive, and
  * must join the same alert instead of opening one that would only resolve on quiet.
  */
 const REMOVAL_GRACE_MS = 3000;
+/** A name lookup that found nothing is asked again after these waits (then every minute, as the resolver caches). */
+const NAME_RETRIES_MS = [250, 500, 1000, 2000];
 /** Alert states are saved at most this long after a message (a burst is one write). */
 const SAVE_DELAY_MS = 100;
 const ALERT_STATE_FORMAT = 1;
@@ -134,9 +131,17 @@ export class AlertPipeline {
   }
 
   containerAdded(c: ContainerRecord): void {
-    c.naming = this.names.lookup(c).then((info) => {
+    // Asked the moment its cgroup appears, the runtime may not answer yet (measured: podman
+    // inspect during `podman run` in UML sometimes found nothing): ask again a few times.
+    const attempt = async (n: number): Promise<void> => {
+      const info = await this.names.lookup(c, n > 0);
+      if (Object.keys(info).length === 0 && n < NAME_RETRIES_MS.length && c.removedAt === undefined) {
+        await new Promise((r) => setTimeout(r, NAME_RETRIES_MS[n]).unref());
+        return attempt(n + 1);
+      }
       Object.assign(c, { name: info.name ?? c.name, image: info.image ?? c.image, podName: info.podName ?? c.podName, podNamespace: info.podNamespace ?? c.podNamespace });
-    })
+    };
+    c.naming = attempt(0)
       .catch(() => undefined)
       .finally(() => (c.naming = undefined));
   }
@@ -251,7 +256,7 @@ export class AlertPipeline {
   /** Gather what the alert will say: fresh counters, names (briefly awaited), top commands for PID kinds. */
   private async prepare(cgroupPath: string, kind: AlertKind): Promise<AlertContext> {
     const c = this.containerFor(cgroupPath);
-    if (c?.naming) await Promise.race([c.naming, new Promise((r) => setTimeout(r, NAME_WAIT_MS).unref())]);
+    if (c?.naming) await Promise.race([c.naming, new Promise((r) => setTimeout(r, this.o.config.alerts.nameWaitMs).unref())]);
     const ctx = this.baseContext(cgroupPath);
     if (cgroupPath !== HOST_SUBJECT) {
       // A departed container's last reading stands in for the one its removal made impossible.

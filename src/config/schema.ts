@@ -174,6 +174,9 @@ export const ConfigSchema = z
         // Counted in the metrics, never alerted: memory.events max/high (v1 failcnt) count
         // reclaims at the limit, which healthy cache-heavy containers do all day.
         metricOnlyKinds: z.array(AlertKind).default(['memory-max', 'memory-high']),
+        // How long a first message waits for a name lookup under way; the labels are then fixed
+        // for the alert's life (detection never waits).
+        nameWaitMs: z.number().int().min(0).max(10_000).default(500),
         resolveAfterSeconds: positiveInt.default(120),
         outbox: z
           .object({

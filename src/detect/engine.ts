@@ -77,7 +77,11 @@ export class DetectionEngine extends EventEmitter {
     super();
     // A global OOM kills a container's process and counts in its memory.events oom_kill, but
     // no container limit was hit: it is the node's (HOST_SUBJECT), naming the container.
-    this.merger = new EventMerger((e) => this.emit('event', e.kind === 'oom-kill' && e.victim?.global ? { ...e, cgroupPath: '/' } : e));
+    // A counter's oom_kill increase waits for kmsg's victim longer than the victim waits for its
+    // "Killed process" line (victimWaitMs): with a 50 ms window, one CI run on UML 7.2 sent an
+    // OOM alert without its victim, the victim arriving after the window had closed.
+    const mergeWindowMs = (o.victimWaitMs ?? 100) + 50;
+    this.merger = new EventMerger((e) => this.emit('event', e.kind === 'oom-kill' && e.victim?.global ? { ...e, cgroupPath: '/' } : e), { mergeWindowMs });
     this.kmsg = new KmsgSource(o.kmsgPath, { hit: (cg, kind, at) => this.onHit(cg, kind, at), oomVictim: (cg, v, at) => this.onVictim(cg, v, at) }, o.log, o.victimWaitMs);
     this.inotify = new InotifySource(o.cgroups, o.inotify, (path, only) => this.check(path, 'inotify', Date.now(), false, only));
     this.sweeper = new SweepSource(o.sweepIntervalMs, (full) => this.sweepAll(full), (seconds) => this.emit('sweep', seconds));
