@@ -61,7 +61,7 @@ function sample(text: string, name: string, labelPart: string): number | undefin
 test('metrics server: real scrape of 3 containers, removal, healthz, promtool', async (t) => {
   const state = new State();
   state.containers_.set('a', container(1, { name: 'web', pod: 'web-7d9', namespace: 'shop', memoryLimit: 512 * 1024 * 1024, coresSource: 'quota', coresUsed: 2 }));
-  state.containers_.set('b', container(2, { pidsMax: 'max', pidsLimitHits: 7, oomEvents: 2, oomKills: 3 }));
+  state.containers_.set('b', container(2, { pidsMax: 'max', pidsLimitHits: 7, oomEvents: 2, oomKills: 3, memoryMaxEvents: 41 }));
   state.containers_.set('c', container(3, { coresSource: 'cpuset', coresUsed: 4 }));
   state.hostSnap.sumContainersPidsMax = 2 * 6144;
 
@@ -103,6 +103,7 @@ test('metrics server: real scrape of 3 containers, removal, healthz, promtool', 
   assert.equal(sample(text, 'cgwatchdog_container_memory_usage_bytes', `id="${idC}"`), 1_000_003);
   assert.equal(sample(text, 'cgwatchdog_container_oom_events_total', `id="${idB}"`), 2);
   assert.equal(sample(text, 'cgwatchdog_container_oom_kills_total', `id="${idB}"`), 3);
+  assert.equal(sample(text, 'cgwatchdog_container_memory_max_events_total', `id="${idB}"`), 41, 'memory-max: a metric, not an alert');
   assert.equal(sample(text, 'cgwatchdog_container_policy_cores', `source="quota"`), 2);
   assert.equal(sample(text, 'cgwatchdog_container_policy_cores', `source="cpuset"`), 4);
   assert.equal(sample(text, 'cgwatchdog_host_pid_max', ''), 32768);
@@ -168,6 +169,6 @@ test('metrics scrape with 1,000 containers (time reported, not asserted)', async
   }
   times.sort((a, b) => a - b);
   const lines = (await get(srv.port, '/metrics')).body.split('\n').filter((l) => l.startsWith('cgwatchdog_container_')).length;
-  assert.equal(lines, 10_000, '9 series per container and its info series');
+  assert.equal(lines, 11_000, '10 series per container (the memory-max events counter with them) and its info series');
   t.diagnostic(`1000 containers: scrape over HTTP median ${times[10]!.toFixed(1)} ms, max ${times[19]!.toFixed(1)} ms, ${bytes} bytes, ${lines} container series`);
 });
