@@ -30,11 +30,17 @@ interface Tree {
   root: string;
   cg: string;
   proc: string;
+  /** Daemons to stop before the tree goes: a daemon stopping later writes its state into it again. */
+  stops: (() => Promise<void>)[];
 }
 
 function makeTree(t: TestContext): Tree {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'cgwd-fake-'));
-  t.after(() => fs.rmSync(root, { recursive: true, force: true }));
+  const stops: (() => Promise<void>)[] = [];
+  t.after(async () => {
+    for (const stop of stops) await stop();
+    fs.rmSync(root, { recursive: true, force: true });
+  });
   const cg = path.join(root, 'cgroup');
   const proc = path.join(root, 'proc');
   fs.mkdirSync(path.join(proc, 'self'), { recursive: true });
@@ -45,7 +51,7 @@ function makeTree(t: TestContext): Tree {
   fs.writeFileSync(path.join(proc, 'loadavg'), '0.00 0.01 0.05 1/180 4242\n');
   mkCgroup(cg, '/');
   fs.writeFileSync(path.join(cg, 'cgroup.controllers'), 'cpuset cpu io memory pids\n');
-  return { root, cg, proc };
+  return { root, cg, proc, stops };
 }
 
 /** A fake v2 cgroup directory with the files cgwatchdog reads. */
@@ -143,7 +149,7 @@ test('the daemon applies the policy to every layout at start, to new containers 
   mkContainer(cg, CONTAINERS.lxc!);
   const latencies: number[] = [];
   const d = new Daemon(daemonConfig(tree), null, silentLogger(), { applyLatency: (s) => latencies.push(s) });
-  t.after(() => d.stop());
+  tree.stops.push(() => d.stop());
   await d.start();
   for (const key of ['containerd', 'crio', 'lxc']) assert.equal(readMax(cg, CONTAINERS[key]!.path), String(CONTAINERS[key]!.expect), key);
 
@@ -175,7 +181,7 @@ test('observe mode computes and reports but writes nothing; overrides exclude an
   assert.equal(observe.inventory.get(CONTAINERS.containerd!.path)?.applied?.policyValue, 16384, 'observe still computes the policy');
 
   const d = new Daemon(daemonConfig(tree, { policy: { overrides: [{ runtime: 'lxc', exclude: true }, { pathPattern: 'crio-', pidsMax: 4096 }] } }), null, silentLogger());
-  t.after(() => d.stop());
+  tree.stops.push(() => d.stop());
   await d.start();
   assert.equal(readMax(cg, CONTAINERS.lxc!.path), 'max');
   assert.equal(readMax(cg, CONTAINERS.crio!.path), '4096');
