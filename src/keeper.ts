@@ -114,19 +114,16 @@ export class ContainerKeeper {
     const walkStart = Date.now();
     const { cgroups, recognisers } = this.o.host;
     const seen = new Set<string>();
-    const dirs: string[] = [];
     const found: Found[] = [];
     for (const root of config.discovery.roots) {
       try {
-        const r = await walkCgroups(cgroups.discoveryRoot, [root], config.discovery.maxDepth, recognisers);
+        const r = await walkCgroups(cgroups.discoveryRoot, [root], config.discovery.maxDepth, recognisers, (d) => this.live?.watch(d));
         found.push(...r.containers);
-        dirs.push(...r.dirs);
       } catch (err) {
         log.error({ err: (err as Error).message, root }, 'scanning the cgroup tree failed');
         return; // a partial scan must not be taken as "containers gone"
       }
     }
-    for (const d of dirs) this.live.watch(d);
     for (const root of config.discovery.roots) {
       if (fs.existsSync(path.join(cgroups.discoveryRoot, root))) {
         this.missingRoots.delete(root);

@@ -100,12 +100,7 @@ export class LiveDiscovery {
       this.rescanTimer = undefined;
     }
     const seenHr = process.hrtime.bigint();
-    walkCgroups(this.root, dirs, this.maxDepth, this.recognisers)
-      .then((r) => {
-        for (const d of r.dirs) this.watch(d);
-        for (const c of r.containers) this.handlers.appeared(c, seenHr);
-      })
-      .catch((err: Error) => this.log.warn({ err: err.message }, 'rescanning unwatched cgroup directories failed'));
+    this.walk(dirs, seenHr).catch((err: Error) => this.log.warn({ err: err.message }, 'rescanning unwatched cgroup directories failed'));
   }
 
   private depthOf(rel: string): number {
@@ -142,14 +137,14 @@ export class LiveDiscovery {
       return;
     }
     if (this.depthOf(rel) > this.maxDepth) return;
-    // A new parent: watch it first, then walk it, so a container made in between is not missed.
-    this.watch(rel);
-    walkCgroups(this.root, [rel], this.maxDepth, this.recognisers)
-      .then((r) => {
-        for (const d of r.dirs) this.watch(d);
-        for (const c of r.containers) this.handlers.appeared(c, seenHr);
-      })
-      .catch((err: Error) => this.log.warn({ err: err.message, path: rel }, 'walking a new cgroup directory failed'));
+    // A new parent (a pod directory made with mkdir -p, its container a moment later).
+    this.walk([rel], seenHr).catch((err: Error) => this.log.warn({ err: err.message, path: rel }, 'walking a new cgroup directory failed'));
+  }
+
+  /** Walk directories, watching each one before it is listed, so a child made meanwhile is not missed. */
+  private async walk(dirs: string[], seenHr: bigint): Promise<void> {
+    const r = await walkCgroups(this.root, dirs, this.maxDepth, this.recognisers, (d) => this.watch(d));
+    for (const c of r.containers) this.handlers.appeared(c, seenHr);
   }
 
   private unwatchTree(rel: string): void {

@@ -29,8 +29,16 @@ export function childPath(parent: string, name: string): string {
  * Walk the hierarchy under `root` (absolute) from each of `starts` (relative cgroup paths)
  * down to `maxDepth` levels. Container directories are not descended into: what is below a
  * container is the container's own business (systemd inside it, v2 leaf cgroups).
+ * `beforeList` is called on each non-container directory before it is listed: a watch set
+ * there catches a child made after the listing, which a watch set after the walk would miss.
  */
-export async function walkCgroups(root: string, starts: string[], maxDepth: number, recognisers: Recogniser[]): Promise<WalkResult> {
+export async function walkCgroups(
+  root: string,
+  starts: string[],
+  maxDepth: number,
+  recognisers: Recogniser[],
+  beforeList?: (rel: string) => void,
+): Promise<WalkResult> {
   const out: WalkResult = { containers: [], dirs: [] };
   const seen = new Set<string>();
   const visit = async (rel: string, depth: number): Promise<void> => {
@@ -41,6 +49,7 @@ export async function walkCgroups(root: string, starts: string[], maxDepth: numb
       out.containers.push({ ...hit, cgroupPath: rel });
       return;
     }
+    beforeList?.(rel);
     let entries;
     try {
       entries = await fs.readdir(path.join(root, rel), { withFileTypes: true });

@@ -102,6 +102,21 @@ test('walk finds every runtime layout and does not descend into containers', (t)
   });
 });
 
+test('walk: each directory is handed to beforeList before it is listed (a watch set there misses no child)', async (t) => {
+  const { cg } = makeTree(t);
+  mkCgroup(cg, '/kubepods.slice/kubepods-burstable.slice');
+  const order: string[] = [];
+  const ctr = `${POD_SLICE}/cri-containerd-${hex('f')}.scope`;
+  fs.mkdirSync(path.join(cg, POD_SLICE));
+  const r = await walkCgroups(cg, ['/kubepods.slice'], 10, buildRecognisers(['containerd'], []), (rel) => {
+    order.push(rel);
+    // The container is made the moment the pod directory's watch would be set: it must be in the listing.
+    if (rel === POD_SLICE) fs.mkdirSync(path.join(cg, ctr));
+  });
+  assert.deepEqual(order, ['/kubepods.slice', '/kubepods.slice/kubepods-burstable.slice', POD_SLICE]);
+  assert.deepEqual(r.containers.map((c) => c.cgroupPath), [ctr]);
+});
+
 test('live discovery: a new pod directory and the containers made in it are found through inotify', async (t) => {
   const { cg } = makeTree(t);
   mkCgroup(cg, '/kubepods.slice');
