@@ -270,7 +270,7 @@ export class ContainerKeeper {
       return;
     }
     const level = r.written ? 'info' : 'debug';
-    log[level]({ id: c.id, cgroup: c.cgroupPath, cores: r.cores, coresSource: r.coresSource, policy: r.policyValue, old: r.oldPidsMax, new: r.newPidsMax, action: r.action, why }, r.written ? 'pids.max set' : r.reason);
+    log[level]({ id: c.id, cgroup: c.cgroupPath, cores: r.cores, coresSource: r.coresSource, coresDetail: r.coresDetail, policy: r.policyValue, old: r.oldPidsMax, new: r.newPidsMax, action: r.action, why }, r.written ? 'pids.max set' : r.reason);
     this.o.hooks.applied?.(c, r);
     // A container seen a moment ago gets its record after this first result (onAppeared).
     const rec = this.o.inventory.get(c.cgroupPath);

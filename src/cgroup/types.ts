@@ -102,7 +102,8 @@ export interface CgroupFs {
   writePidsMax(rel: string, value: number): Promise<'ok' | 'gone'>;
   readPidsCurrent(rel: string): Promise<number | null>;
   readPidsEvents(rel: string): Promise<PidsEvents | null>;
-  readCpuQuota(rel: string): Promise<CpuQuota | null>;
+  /** `cached` false: not through the kept-open fds (an ancestor's file: nobody forgets it when it goes). */
+  readCpuQuota(rel: string, cached?: boolean): Promise<CpuQuota | null>;
   /** The effective cpuset list ("0-3,8"), or null if none is set or readable. */
   readCpuset(rel: string): Promise<string | null>;
   readMemoryEvents(rel: string): Promise<MemoryEvents | null>;

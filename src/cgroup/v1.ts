@@ -92,11 +92,12 @@ export class V1CgroupFs implements CgroupFs {
     return max === null ? null : { max };
   }
 
-  async readCpuQuota(rel: string): Promise<CpuQuota | null> {
+  async readCpuQuota(rel: string, cached = true): Promise<CpuQuota | null> {
     if (!this.has('cpu')) return null;
+    const reader = cached ? this.reader : undefined;
     const quotaFile = this.file('cpu', rel, 'cpu.cfs_quota_us');
     const periodFile = this.file('cpu', rel, 'cpu.cfs_period_us');
-    const text = (f: string) => (this.reader ? this.reader.read(f) : readCgroupFile(f));
+    const text = (f: string) => (reader ? reader.read(f) : readCgroupFile(f));
     const [quota, period] = await Promise.all([text(quotaFile), text(periodFile)]);
     if (quota === null || period === null) return null;
     try {

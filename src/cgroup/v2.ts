@@ -75,8 +75,8 @@ export class V2CgroupFs implements CgroupFs {
     return localMax === null ? { max } : { max, localMax };
   }
 
-  async readCpuQuota(rel: string): Promise<CpuQuota | null> {
-    return readParsedVia(this.reader, this.file(rel, 'cpu.max'), parseCpuMax);
+  async readCpuQuota(rel: string, cached = true): Promise<CpuQuota | null> {
+    return readParsedVia(cached ? this.reader : undefined, this.file(rel, 'cpu.max'), parseCpuMax);
   }
 
   async readCpuset(rel: string): Promise<string | null> {

@@ -3,7 +3,8 @@ import { CgroupError } from '../cgroup/types';
 import { countCpuList } from '../cgroup/parsers';
 import type { Config } from '../config/schema';
 import type { Container } from '../discovery/container';
-import { coresFor, type CoresSource } from './cores';
+import type { CpuQuota } from '../cgroup/types';
+import { ancestorsOf, coresFor, type CoresSource } from './cores';
 import { decide, tooLowForTasks, type Action } from './decide';
 
 /** One container's reconcile outcome: what `apply` prints and the daemon logs. */
@@ -33,6 +34,18 @@ export interface ApplyContext {
   written?: Map<string, number>;
   /** Why nothing is written ("dry run"), when the caller computes only. Default: observe mode. */
   noWriteReason?: string;
+  /** Ancestors' quotas read in this batch: the containers of one pod share them. */
+  ancestorQuotas?: Map<string, Promise<CpuQuota | null>>;
+}
+
+/** An ancestor that is gone, or unreadable, has no say. */
+function ancestorQuota(ctx: ApplyContext, rel: string): Promise<CpuQuota | null> {
+  let p = ctx.ancestorQuotas?.get(rel);
+  if (!p) {
+    p = ctx.cgroups.readCpuQuota(rel, false).catch(() => null);
+    ctx.ancestorQuotas?.set(rel, p);
+  }
+  return p;
 }
 
 const gone = (c: Container, reason: string): ApplyResult => ({ id: c.id, runtime: c.runtime, cgroupPath: c.cgroupPath, action: 'gone', written: false, reason });
@@ -44,13 +57,16 @@ const gone = (c: Container, reason: string): ApplyResult => ({ id: c.id, runtime
 export async function applyPolicy(ctx: ApplyContext, c: Container): Promise<ApplyResult> {
   const { cgroups, config } = ctx;
   try {
-    const [quota, cpuset, current] = await Promise.all([
+    const up = ancestorsOf(c.cgroupPath);
+    const [quota, cpuset, current, ...upQuotas] = await Promise.all([
       cgroups.readCpuQuota(c.cgroupPath),
       cgroups.readCpuset(c.cgroupPath),
       cgroups.readPidsMax(c.cgroupPath),
+      ...up.map((a) => ancestorQuota(ctx, a)),
     ]);
     if (current === null) return gone(c, 'cgroup removed before pids.max could be read');
-    const cores = coresFor(quota, cpuset ? countCpuList(cpuset) : null, ctx.hostCores);
+    const ancestors = up.map((path, i) => ({ path, quota: upQuotas[i] ?? null }));
+    const cores = coresFor(quota, cpuset ? countCpuList(cpuset) : null, ctx.hostCores, ancestors);
     const d = decide(config.policy, cores, current, c.cgroupPath, c.runtime, ctx.written?.get(c.cgroupPath));
     const base = {
       id: c.id,

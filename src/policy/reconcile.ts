@@ -13,10 +13,11 @@ export async function applyAll(ctx: ApplyContext, containers: Container[], concu
   // The reads are synchronous underneath: without yielding, a reconcile would hold the event
   // loop (and detection) for its whole duration.
   const y = new Yielder();
+  const batch: ApplyContext = { ...ctx, ancestorQuotas: ctx.ancestorQuotas ?? new Map() };
   const worker = async (): Promise<void> => {
     while (next < containers.length) {
       const i = next++;
-      results[i] = await applyPolicy(ctx, containers[i]!);
+      results[i] = await applyPolicy(batch, containers[i]!);
       await y.maybe();
     }
   };

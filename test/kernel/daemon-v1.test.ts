@@ -104,6 +104,52 @@ test('the daemon finds docker, kubernetes and podman containers and writes pids.
   assert.equal(set.get(L.podman)?.new, 6144);
 });
 
+test('cores from an ancestor: a Kubernetes pod-level quota and a --cgroup-parent quota decide; a cpuset counts only when narrower than the host', async (t) => {
+  ready();
+  const root = testRoot(t);
+  // A pod with an 8-CPU pod-level limit and a container with none of its own (the kubelet sets
+  // the pod's quota when every container has a limit; the container's own cfs_quota can be -1).
+  const pod = `${root}/kubepods/burstable/pod${randomUUID()}`;
+  makeV1Cgroup(pod);
+  setQuota(pod, 8);
+  const inPod = `${pod}/${hex64()}`;
+  makeContainer(inPod);
+  // Its sibling with a tighter quota of its own: its own wins.
+  const inPodOwn = `${pod}/${hex64()}`;
+  makeContainer(inPodOwn, 7);
+  // docker run --cgroup-parent /<root>/tenant-a, a slice with a 12-CPU quota.
+  const tenant = `${root}/tenant-a`;
+  makeV1Cgroup(tenant);
+  setQuota(tenant, 12);
+  const underTenant = `${tenant}/docker/${hex64()}`;
+  makeContainer(underTenant);
+  // A cpuset of one CPU on this host, and one with every CPU the host has.
+  const narrow = `${root}/docker/${hex64()}`;
+  makeContainer(narrow);
+  const all = fs.readFileSync('/sys/fs/cgroup/cpuset/cpuset.cpus', 'utf8').trim();
+  fs.writeFileSync(path.join(v1Dir('cpuset', narrow), 'cpuset.cpus'), all.split(/[-,]/)[0]!);
+  const wide = `${root}/docker/${hex64()}`;
+  makeContainer(wide);
+  fs.writeFileSync(path.join(v1Dir('cpuset', wide), 'cpuset.cpus'), all);
+
+  const d = await daemon(t, await config(root, stateDir(t), { discovery: { roots: [root] } }));
+  await d.waitForLog(isMsg('initial reconcile done'), 10_000);
+  const set = new Map(d.logs.filter(isMsg('pids.max set')).map((l) => [l.cgroup as string, l]));
+  const got = (rel: string) => ({ pidsMax: readPidsMax(rel), cores: set.get(rel)?.cores, coresSource: set.get(rel)?.coresSource });
+  assert.deepEqual(got(inPod), { pidsMax: '8192', cores: 8, coresSource: 'parent-quota' });
+  assert.equal(set.get(inPod)?.coresDetail, `quota 800000/100000 of ${pod}`);
+  assert.deepEqual(got(inPodOwn), { pidsMax: '7168', cores: 7, coresSource: 'quota' });
+  assert.deepEqual(got(underTenant), { pidsMax: '12288', cores: 12, coresSource: 'parent-quota' });
+  const hostCpus = fs.readFileSync('/sys/devices/system/cpu/online', 'utf8').trim();
+  if (hostCpus !== '0') assert.equal(got(narrow).coresSource, 'cpuset', `a one-CPU cpuset on a host with CPUs ${hostCpus}`);
+  assert.equal(got(narrow).pidsMax, '6144');
+  assert.deepEqual(got(wide).coresSource, 'host');
+  // The pod's quota raised (a resize): the next reconcile follows it.
+  setQuota(pod, 10);
+  d.proc.kill('SIGHUP');
+  assert.notEqual(await waitPidsMax(inPod, '10240', 5000), null, `after the pod's quota went to 10 CPUs pids.max is ${readPidsMax(inPod)}`);
+});
+
 test('a process in a container cgroup cannot fork past the limit the daemon set; pids.events counts it', async (t) => {
   ready();
   const root = testRoot(t);

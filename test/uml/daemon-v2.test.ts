@@ -37,13 +37,13 @@ for (const k of UML_KERNELS) test(`cgwatchdog apply and run against a real cgrou
   });
 
   const setup = get('setup');
-  const c = setup.containers as Record<'docker2' | 'k8s16' | 'unlimitedCpu' | 'lower', string>;
+  const c = setup.containers as Record<'docker2' | 'k8s16' | 'unlimitedCpu' | 'lower' | 'podLimit8', string>;
   const hostCores = setup.nprocs as number;
   const hostPolicy = Math.max(hostCores, 6) * 1024;
 
   await t.test('set-up: the test subtree hands pids, memory and cpu down', (t) => {
     assert.deepEqual(String(setup.subtreeControl).split(' ').sort(), ['cpu', 'memory', 'pids']);
-    assert.deepEqual(setup.pidsMax, { docker2: 'max', k8s16: 'max', unlimitedCpu: 'max', lower: '1000' });
+    assert.deepEqual(setup.pidsMax, { docker2: 'max', k8s16: 'max', unlimitedCpu: 'max', lower: '1000', podLimit8: 'max' });
     assert.equal(setup.cpuMax.docker2, '200000 100000');
     assert.equal(setup.cpuMax.unlimitedCpu, 'max 100000');
   });
@@ -67,6 +67,7 @@ for (const k of UML_KERNELS) test(`cgwatchdog apply and run against a real cgrou
       [c.k8s16, { runtime: 'containerd', cores: 16, coresSource: 'quota', policyValue: 16384, oldPidsMax: 'max', newPidsMax: 16384, action: 'set' }],
       [c.unlimitedCpu, { runtime: 'docker', cores: hostCores, coresSource: 'host', policyValue: hostPolicy, oldPidsMax: 'max', newPidsMax: hostPolicy, action: 'set' }],
       [c.lower, { runtime: 'docker', cores: 2, coresSource: 'quota', policyValue: 6144, oldPidsMax: 1000, newPidsMax: 1000, action: 'kept-lower' }],
+      [c.podLimit8, { runtime: 'containerd', cores: 8, coresSource: 'parent-quota', coresDetail: `quota 800000/100000 of ${path.dirname(c.podLimit8)}`, policyValue: 8192, action: 'set' }],
     ];
     for (const [p, want] of expect) {
       const got = by.get(p)!;
@@ -84,16 +85,16 @@ for (const k of UML_KERNELS) test(`cgwatchdog apply and run against a real cgrou
     const d = get('daemon-start');
     t.diagnostic(`daemon start to "initial reconcile done": ${d.readyMs} ms in UML (its own startMs ${d.ready?.startMs})`);
     assert.ok(d.ready, `no "initial reconcile done"; stderr: ${d.stderr}`);
-    assert.equal(d.ready.containers, 4);
+    assert.equal(d.ready.containers, 5);
     assert.equal(d.starting.cgroup, 'v2');
     assert.equal(d.starting.mode, 'enforce');
     assert.equal(d.starting.hostCores, hostCores);
-    assert.deepEqual(d.pidsMax, { docker2: '6144', k8s16: '16384', unlimitedCpu: String(hostPolicy), lower: '1000' });
+    assert.deepEqual(d.pidsMax, { docker2: '6144', k8s16: '16384', unlimitedCpu: String(hostPolicy), lower: '1000', podLimit8: '8192' });
     assert.equal(d.pidMaxLine?.msg, 'raised kernel.pid_max', JSON.stringify(d.pidMaxLine));
     assert.equal(d.pidMaxLine.after, 4194304);
     assert.equal(d.pidMax, '4194304');
     const set = new Map<string, Rec>((d.set as Rec[]).map((l) => [l.cgroup, l]));
-    assert.deepEqual([...set.keys()].sort(), [c.docker2, c.k8s16, c.unlimitedCpu].sort(), 'the kept-lower one is not written');
+    assert.deepEqual([...set.keys()].sort(), [c.docker2, c.k8s16, c.unlimitedCpu, c.podLimit8].sort(), 'the kept-lower one is not written');
     assert.deepEqual(
       { cores: set.get(c.k8s16)!.cores, coresSource: set.get(c.k8s16)!.coresSource, policy: set.get(c.k8s16)!.policy, old: set.get(c.k8s16)!.old, new: set.get(c.k8s16)!.new, why: set.get(c.k8s16)!.why },
       { cores: 16, coresSource: 'quota', policy: 16384, old: 'max', new: 16384, why: 'reconcile' },
@@ -138,7 +139,7 @@ for (const k of UML_KERNELS) test(`cgwatchdog apply and run against a real cgrou
     assert.ok(d.unlimitedRepairedMs < 3000, String(d.unlimitedRepairedMs));
     assert.equal(typeof d.higherRepairedMs, 'number', JSON.stringify(d));
     assert.ok(d.higherRepairedMs < 3000, String(d.higherRepairedMs));
-    assert.deepEqual(d.pidsMax, { docker2: '6144', k8s16: '16384', unlimitedCpu: '500', lower: '1000' });
+    assert.deepEqual(d.pidsMax, { docker2: '6144', k8s16: '16384', unlimitedCpu: '500', lower: '1000', podLimit8: '8192' });
     assert.ok(d.reconciles >= 1);
     const set = new Map<string, Rec>((d.set as Rec[]).map((l) => [l.cgroup, l]));
     assert.deepEqual([set.get(c.docker2)?.old, set.get(c.docker2)?.new, set.get(c.docker2)?.why], ['max', 6144, 'reconcile']);

@@ -1,7 +1,7 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { validateConfig } from '../../src/config/load';
-import { coresFor } from '../../src/policy/cores';
+import { ancestorsOf, coresFor } from '../../src/policy/cores';
 import { decide, policyValue, tooLowForTasks } from '../../src/policy/decide';
 
 const policy = validateConfig({}).policy;
@@ -13,9 +13,31 @@ test('cores: the quota rounded up, else the cpuset, else the host', () => {
   assert.equal(coresFor({ quotaUs: 200000, periodUs: 100000 }, null, host).cores, 2);
   assert.equal(coresFor({ quotaUs: 1600000, periodUs: 100000 }, null, host).cores, 16);
   assert.equal(coresFor({ quotaUs: 50000, periodUs: 100000 }, null, host).cores, 1);
-  assert.deepEqual(coresFor({ quotaUs: 'max', periodUs: 100000 }, 4, host), { cores: 4, source: 'cpuset', detail: 'cpuset of 4' });
+  assert.deepEqual(coresFor({ quotaUs: 'max', periodUs: 100000 }, 4, 8), { cores: 4, source: 'cpuset', detail: 'cpuset of 4' });
   assert.equal(coresFor(null, null, host).source, 'host');
   assert.equal(coresFor(null, 0, 12).cores, 12);
+});
+
+test('cores: a cpuset counts only when it is narrower than the host', () => {
+  assert.deepEqual(coresFor(null, 8, 8), { cores: 8, source: 'host', detail: 'host has 8' });
+  assert.deepEqual(coresFor(null, 7, 8), { cores: 7, source: 'cpuset', detail: 'cpuset of 7' });
+  // A cpuset wider than the online CPUs (offline ones listed) is the host.
+  assert.equal(coresFor(null, 16, 8).source, 'host');
+});
+
+test('cores: the tightest quota on the container or an ancestor (a Kubernetes pod-level limit)', () => {
+  const q = (cores: number | 'max') => ({ quotaUs: cores === 'max' ? ('max' as const) : cores * 100000, periodUs: 100000 });
+  const pod = '/kubepods/burstable/podx';
+  assert.deepEqual(coresFor(q('max'), null, 2, [{ path: pod, quota: q(8) }, { path: '/kubepods/burstable', quota: q('max') }]), {
+    cores: 8,
+    source: 'parent-quota',
+    detail: `quota 800000/100000 of ${pod}`,
+  });
+  assert.equal(coresFor(q(4), null, 2, [{ path: pod, quota: q(8) }]).source, 'quota', 'its own, tighter');
+  assert.deepEqual(coresFor(q(16), null, 2, [{ path: pod, quota: q(8) }]).cores, 8, "the pod's, tighter");
+  assert.equal(coresFor(null, 1, 2, [{ path: pod, quota: null }]).source, 'cpuset', 'an ancestor without cpu.max has no say');
+  assert.deepEqual(ancestorsOf('/kubepods/burstable/podx/abc'), ['/kubepods/burstable/podx', '/kubepods/burstable', '/kubepods']);
+  assert.deepEqual(ancestorsOf('/abc'), []);
 });
 
 test('policy value: max(cores, 6) x 1024', () => {

@@ -41,6 +41,7 @@ async function main(): Promise<void> {
     k8s16: `${TEST}/kubepods/burstable/pod${podUid}/${hex64()}`, // 16 CPUs -> 16384
     unlimitedCpu: `${TEST}/docker/${hex64()}`, // cpu.max "max" -> host cores -> 6144
     lower: `${TEST}/docker/${hex64()}`, // pids.max 1000 already: kept
+    podLimit8: `${TEST}/kubepods/burstable/pod${crypto.randomUUID()}/${hex64()}`, // no quota of its own; its pod's 8 CPUs -> 8192
   };
   const notContainer = `${TEST}/docker/not-a-container`;
   for (const rel of [...Object.values(c), notContainer]) mkCgroup(root, rel);
@@ -51,6 +52,7 @@ async function main(): Promise<void> {
   fs.writeFileSync(path.join(abs(c.k8s16), 'cpu.max'), '1600000 100000');
   fs.writeFileSync(path.join(abs(c.lower), 'cpu.max'), '200000 100000');
   fs.writeFileSync(path.join(abs(c.lower), 'pids.max'), '1000');
+  fs.writeFileSync(path.join(abs(path.dirname(c.podLimit8)), 'cpu.max'), '800000 100000');
   fs.mkdirSync('/run/cgwd-state-enforce');
   fs.mkdirSync('/run/cgwd-state-observe');
   const snapshot = (): Record<string, string | null> => Object.fromEntries(Object.entries(c).map(([k, rel]) => [k, pidsMax(rel)]));
