@@ -271,7 +271,9 @@ export class Coalescer {
     const ctx: AlertContext = { ...looked, ...s.given, container: { ...looked.container, ...s.given?.container } };
     const c = ctx.container ?? {};
     s.identity ??= { name: c.name, pod: c.podName, namespace: c.podNamespace };
-    s.limitScope ??= s.kind === 'host-pids-warning' ? 'node' : (ctx.limitScope ?? 'container');
+    // An OOM kill of this container's task at an ancestor's limit (kmsg oom_memcg): the pod's.
+    const atAncestor = s.kind === 'oom-kill' && s.victim?.oomMemcg !== undefined && s.cgroupPath.startsWith(`${s.victim.oomMemcg}/`);
+    s.limitScope ??= s.kind === 'host-pids-warning' ? 'node' : atAncestor && ctx.limitScope !== 'node' ? 'pod' : (ctx.limitScope ?? 'container');
     const startsAt = new Date(s.startsAt).toISOString();
     const seq = sequence || s.sequence;
     const alert: Alert = {

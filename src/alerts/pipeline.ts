@@ -243,7 +243,10 @@ export class AlertPipeline {
   private baseContext(cgroupPath: string): AlertContext {
     if (cgroupPath === HOST_SUBJECT) return { limitScope: 'node' };
     const c = this.containerFor(cgroupPath);
-    if (!c) return this.o.inventory.isPod(cgroupPath) ? { limitScope: 'pod' } : {};
+    if (!c) {
+      const pod = this.o.inventory.podOf(cgroupPath);
+      return pod ? { limitScope: 'pod', container: { podUid: pod.podUid, podName: pod.podName, podNamespace: pod.podNamespace } } : {};
+    }
     const own = c.cgroupPath === cgroupPath;
     const u = own ? c.usage : undefined;
     return {

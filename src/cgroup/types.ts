@@ -35,7 +35,7 @@ export interface PidsEvents {
 }
 
 /** memory.events (v2) or the v1 equivalents, counters since the cgroup was made. */
-export interface MemoryEvents {
+export interface MemoryCounts {
   low?: number;
   high?: number;
   /** v2: memory.events max; v1: memory.failcnt. */
@@ -43,6 +43,14 @@ export interface MemoryEvents {
   oom?: number;
   oomKill: number;
   oomGroupKill?: number;
+}
+
+export interface MemoryEvents extends MemoryCounts {
+  /**
+   * memory.events.local (v2, Linux 5.2+): this cgroup's own events. max/high/oom count where
+   * the limit was hit, oom_kill where the victim was (mm/memcontrol.c memcg_memory_event).
+   */
+  local?: MemoryCounts;
 }
 
 export interface MemoryUsage {

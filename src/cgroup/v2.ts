@@ -23,6 +23,8 @@ export class V2CgroupFs implements CgroupFs {
   readonly discoveryRoot: string;
   /** Whether this kernel has pids.events.local (>= 6.11); learnt on the first sweep read. */
   private localEvents: boolean | undefined;
+  /** memory.events.local exists (5.2+): learnt at the first read, like pids.events.local. */
+  private memoryLocalEvents: boolean | undefined;
 
   constructor(readonly layout: CgroupLayout) {
     if (layout.v2Mount === undefined) throw new CgroupError('no cgroup2 hierarchy is mounted', '', 'ENOCONTROLLER');
@@ -110,7 +112,7 @@ export class V2CgroupFs implements CgroupFs {
   }
 
   counterFiles(rel: string): string[] {
-    return ['pids.events', 'pids.events.local', 'memory.events', 'pids.current', 'pids.max', 'memory.current', 'memory.max', 'cpu.max', 'cpuset.cpus.effective', 'cpuset.cpus'].map((f) => this.file(rel, f));
+    return ['pids.events', 'pids.events.local', 'memory.events', 'memory.events.local', 'pids.current', 'pids.max', 'memory.current', 'memory.max', 'cpu.max', 'cpuset.cpus.effective', 'cpuset.cpus'].map((f) => this.file(rel, f));
   }
 
   readCountersSync(rel: string, reader: SyncFileReader, hint?: QuickReadHint): CounterSnapshot | null {
@@ -135,7 +137,14 @@ export class V2CgroupFs implements CgroupFs {
     if (hint?.only === 'pids' && prev?.memory) snap.memory = prev.memory;
     else {
       const memory = readSyncParsed(reader, this.file(rel, 'memory.events'), parseMemoryEvents);
-      if (memory !== null) snap.memory = memory;
+      if (memory !== null) {
+        const local = this.memoryLocalEvents === false ? null : readSyncParsed(reader, this.file(rel, 'memory.events.local'), parseMemoryEvents);
+        if (local !== null) {
+          this.memoryLocalEvents = true;
+          memory.local = local;
+        } else if (this.memoryLocalEvents === undefined && reader.read(this.file(rel, 'memory.events')) !== null) this.memoryLocalEvents = false;
+        snap.memory = memory;
+      }
     }
     return snap.pids === undefined && snap.memory === undefined ? null : snap;
   }

@@ -169,6 +169,8 @@ export interface MemoryObservation {
   deltas: Partial<Record<Exclude<CounterKind, 'pids-max'>, number>>;
   /** memory.events counts hierarchically (v2 without memory_localevents). v1: false. */
   hierarchical: boolean;
+  /** Increases of memory.events.local (v2, 5.2+): this cgroup's own events, exactly. */
+  localDeltas?: Partial<Record<Exclude<CounterKind, 'pids-max'>, number>>;
 }
 
 export interface MemoryAttribution {
@@ -178,18 +180,40 @@ export interface MemoryAttribution {
 }
 
 /**
- * memory.events: the same own = delta − Σ watched children rule, kind by kind, for the
- * hierarchical cgroups; local counters are taken as they are. Count OOM kills by `oom-kill`
- * (as containerd does), not by `oom`.
+ * memory.events, kind by kind. Where memory.events.local was read, a cgroup's own events are
+ * its local increase, exactly; what its hierarchical increase holds beyond that and beyond
+ * its watched children's is in sub-cgroups nobody watches, and is its too (a container's
+ * init.scope). Families are read parents first, so a race makes that remainder smaller,
+ * never invents one. Without local counters: own = delta − Σ watched children. Non-
+ * hierarchical (v1, memory_localevents) counters are taken as they are. OOM kills are
+ * counted by `oom-kill` (as containerd does), not by `oom`.
  */
 export function attributeMemoryEvents(observations: readonly MemoryObservation[]): MemoryAttribution[] {
   const kinds = new Set<Exclude<CounterKind, 'pids-max'>>();
   for (const o of observations) for (const k of Object.keys(o.deltas)) kinds.add(k as Exclude<CounterKind, 'pids-max'>);
+  const parents = nearestWatchedAncestors(observations.map((o) => o.path));
   const out: MemoryAttribution[] = [];
   for (const kind of kinds) {
     const hier = new Map<string, number>();
-    for (const o of observations) if (o.hierarchical) hier.set(norm(o.path), o.deltas[kind] ?? 0);
-    for (const [path, count] of subtractChildren(hier)) if (count > 0) out.push({ path, kind, count });
+    const childSum = new Map<string, number>();
+    for (const o of observations) {
+      if (!o.hierarchical) continue;
+      const p = norm(o.path);
+      const d = o.deltas[kind] ?? 0;
+      hier.set(p, d);
+      const parent = parents.get(p);
+      if (parent !== undefined) childSum.set(parent, (childSum.get(parent) ?? 0) + d);
+    }
+    const counted = new Set<string>();
+    for (const o of observations) {
+      if (!o.hierarchical || !o.localDeltas) continue;
+      const p = norm(o.path);
+      const own = o.localDeltas[kind] ?? 0;
+      const below = Math.max(0, (hier.get(p) ?? 0) - own - (childSum.get(p) ?? 0));
+      if (own + below > 0) out.push({ path: p, kind, count: own + below });
+      counted.add(p);
+    }
+    for (const [path, count] of subtractChildren(hier)) if (count > 0 && !counted.has(path)) out.push({ path, kind, count });
     for (const o of observations) {
       const d = o.deltas[kind] ?? 0;
       if (!o.hierarchical && d > 0) out.push({ path: norm(o.path), kind, count: d });

@@ -1,4 +1,4 @@
-import type { MemoryEvents, PidsEvents } from '../cgroup/types';
+import type { MemoryCounts, MemoryEvents, PidsEvents } from '../cgroup/types';
 
 // Counters are the truth for "how many": every wake-up (inotify, sweep, a read prompted by
 // /dev/kmsg) re-reads the cgroup's event files and compares them with the last read. A
@@ -35,7 +35,7 @@ export interface DiffResult {
   rebaselined: Array<'pids' | 'memory'>;
 }
 
-const MEMORY_FIELDS: ReadonlyArray<[keyof MemoryEvents, CounterKind]> = [
+const MEMORY_FIELDS: ReadonlyArray<[keyof MemoryCounts, CounterKind]> = [
   ['max', 'memory-max'],
   ['high', 'memory-high'],
   ['oom', 'oom'],
@@ -66,7 +66,8 @@ export function diffPidsEvents(prev: PidsEvents | undefined, cur: PidsEvents): D
  */
 export function diffMemoryEvents(prev: MemoryEvents | undefined, cur: MemoryEvents): DiffResult {
   if (prev === undefined) return { increases: [], rebaselined: [] };
-  if (wentDown(MEMORY_FIELDS.map(([f]) => [prev[f], cur[f]]))) return { increases: [], rebaselined: ['memory'] };
+  const local = (e: MemoryEvents, f: keyof MemoryCounts) => e.local?.[f];
+  if (wentDown(MEMORY_FIELDS.flatMap(([f]) => [[prev[f], cur[f]], [local(prev, f), local(cur, f)]]))) return { increases: [], rebaselined: ['memory'] };
   const increases: CounterIncrease[] = [];
   for (const [field, kind] of MEMORY_FIELDS) {
     const p = prev[field];
@@ -75,6 +76,21 @@ export function diffMemoryEvents(prev: MemoryEvents | undefined, cur: MemoryEven
     if (c > p) increases.push({ kind, count: c - p, counter: c });
   }
   return { increases, rebaselined: [] };
+}
+
+/**
+ * Increases of memory.events.local between two reads, by kind: the events of this cgroup
+ * itself. Empty without a previous local read (a baseline) or after a counter went down.
+ */
+export function memoryLocalDeltas(prev: MemoryEvents | undefined, cur: MemoryEvents): Partial<Record<CounterKind, number>> {
+  const out: Partial<Record<CounterKind, number>> = {};
+  if (!prev?.local || !cur.local) return out;
+  for (const [field, kind] of MEMORY_FIELDS) {
+    const p = prev.local[field];
+    const c = cur.local[field];
+    if (p !== undefined && c !== undefined && c > p) out[kind] = c - p;
+  }
+  return out;
 }
 
 /** Both files of one cgroup; a file missing from `cur` is skipped (its baseline is kept). */

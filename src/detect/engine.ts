@@ -8,7 +8,7 @@ import type { Logger } from '../log';
 import { attributeMemoryEvents, attributePidsHits, hitsBelow, type MemoryObservation, type PidsObservation } from './attribution';
 import fs from 'node:fs';
 import nodePath from 'node:path';
-import { CounterTracker, type CgroupCounters } from './counter-diff';
+import { CounterTracker, memoryLocalDeltas, type CgroupCounters } from './counter-diff';
 import type { EventSource, OomVictim } from './event';
 import { InotifySource } from './inotify-source';
 import { KmsgSource } from './kmsg-source';
@@ -82,7 +82,7 @@ export class DetectionEngine extends EventEmitter {
     // OOM alert without its victim, the victim arriving after the window had closed.
     const mergeWindowMs = (o.victimWaitMs ?? 100) + 50;
     this.merger = new EventMerger((e) => this.emit('event', e.kind === 'oom-kill' && e.victim?.global ? { ...e, cgroupPath: '/' } : e), { mergeWindowMs });
-    this.kmsg = new KmsgSource(o.kmsgPath, { hit: (cg, kind, at) => this.onHit(cg, kind, at), oomVictim: (cg, v, at) => this.onVictim(cg, v, at) }, o.log, o.victimWaitMs);
+    this.kmsg = new KmsgSource(o.kmsgPath, { hit: (cg, kind, at, task) => this.onHit(kind === 'oom-kill' ? this.oomSubject(cg, task) : cg, kind, at), oomVictim: (cg, v, at) => this.onVictim(cg, v, at) }, o.log, o.victimWaitMs);
     this.inotify = new InotifySource(o.cgroups, o.inotify, (path, only) => this.check(path, 'inotify', Date.now(), false, only));
     this.sweeper = new SweepSource(o.sweepIntervalMs, (full) => this.sweepAll(full), (seconds) => this.emit('sweep', seconds));
   }
@@ -297,13 +297,17 @@ export class DetectionEngine extends EventEmitter {
         continue;
       }
       const before = this.tracker.get(path)?.pids?.localMax;
+      const beforeMemory = this.tracker.get(path)?.memory;
       const diff = this.tracker.update(path, read);
       const pidsDelta = diff.increases.find((i) => i.kind === 'pids-max')?.count ?? 0;
       const local = read.pids?.localMax;
       if (read.pids) pids.push({ path, delta: pidsDelta, hierarchical: local !== undefined, ...(local !== undefined ? { localDelta: before === undefined || diff.rebaselined.includes('pids') ? 0 : Math.max(0, local - before) } : {}) });
       const deltas: MemoryObservation['deltas'] = {};
       for (const i of diff.increases) if (i.kind !== 'pids-max') deltas[i.kind] = i.count;
-      if (read.memory) memory.push({ path, deltas, hierarchical: this.o.cgroups.version === 'v2' });
+      if (read.memory) {
+        const local = read.memory.local && !diff.rebaselined.includes('memory') ? memoryLocalDeltas(beforeMemory, read.memory) : undefined;
+        memory.push({ path, deltas, hierarchical: this.o.cgroups.version === 'v2', ...(local ? { localDeltas: local } : {}) });
+      }
     }
     return { pids, memory };
   }
@@ -395,8 +399,25 @@ export class DetectionEngine extends EventEmitter {
     if (gone) this.merger.counter({ cgroupPath: cgroup, containerId: gone.id, kind, count: 1, source: 'kmsg', kernelAt });
   }
 
+  /**
+   * Whose event an OOM kill is: the cgroup whose limit was hit (oom_memcg), unless that lies
+   * above the victim's container (a pod-level limit, a --cgroup-parent's): then the victim's
+   * container's, where the counters count it (memory.events oom_kill is the victim's memcg's);
+   * the alert says the pod's limit fired (victim.oomMemcg).
+   */
+  private oomSubject(limitCgroup: string, taskCgroup: string | undefined): string {
+    if (!taskCgroup) return limitCgroup;
+    const w = this.watchedFor(taskCgroup);
+    const entry = w ? this.watched.get(w) : undefined;
+    const container = entry?.owner ?? (entry?.container ? w : undefined) ?? this.o.ownerOf?.(taskCgroup)?.cgroupPath;
+    if (!container) return limitCgroup;
+    const above = limitCgroup === '/' || container.startsWith(`${limitCgroup}/`);
+    return above ? container : limitCgroup;
+  }
+
   /** kmsg's OOM victim of a kill: with the alert of the container whose limit it was (also one just removed). */
-  private onVictim(limitCgroup: string, victim: OomVictim, kernelAt: number): void {
+  private onVictim(limitOrVictimCgroup: string, victim: OomVictim, kernelAt: number): void {
+    const limitCgroup = this.oomSubject(limitOrVictimCgroup, victim.taskMemcg);
     const watched = this.watchedFor(limitCgroup);
     const containerId = watched ? this.watched.get(watched)?.container?.id : this.o.ownerOf?.(limitCgroup)?.id;
     if (!watched && !containerId) {

@@ -9,8 +9,8 @@ const KMSG_RETRY_MAX_MS = 60_000;
 
 /** What kmsg tells the counter watcher. */
 export interface KmsgSink {
-  /** The limit of `cgroup` was hit (a rejected fork, or an OOM kill). */
-  hit(cgroup: string, kind: 'pids-max' | 'oom-kill', kernelAt: number): void;
+  /** The limit of `cgroup` was hit (a rejected fork, or an OOM kill of a task in `taskCgroup`). */
+  hit(cgroup: string, kind: 'pids-max' | 'oom-kill', kernelAt: number, taskCgroup?: string): void;
   /** The OOM victim of a kill reported by hit(): pid, command, RSS when the kernel said it. */
   oomVictim(limitCgroup: string, victim: OomVictim, kernelAt: number): void;
 }
@@ -134,7 +134,7 @@ export class KmsgSource {
     if (ev.type === 'fork-rejected') {
       this.sink.hit(ev.cgroup, 'pids-max', kernelAt);
     } else if (ev.type === 'oom-kill') {
-      this.sink.hit(ev.oomMemcg ?? ev.taskMemcg ?? '', 'oom-kill', kernelAt);
+      this.sink.hit(ev.oomMemcg ?? ev.taskMemcg ?? '', 'oom-kill', kernelAt, ev.taskMemcg);
       // The "Killed process" line with the RSS follows within microseconds; wait a little for it.
       const timer = setTimeout(() => this.victimReady(ev.pid), this.victimWaitMs);
       timer.unref();

@@ -61,6 +61,13 @@ export class Inventory extends EventEmitter {
     return this.pods.has(cgroupPath);
   }
 
+  /** Who a pod is, from one of its containers' records (pod-level alerts name the pod). */
+  podOf(podPath: string): { podUid?: string; podName?: string; podNamespace?: string } | undefined {
+    if (!this.pods.has(podPath)) return undefined;
+    for (const r of this.all()) if (r.podPath === podPath) return { podUid: r.podUid, podName: r.podName, podNamespace: r.podNamespace };
+    return undefined;
+  }
+
   /**
    * Makes the container's record (with the policy result, when it was applied before the
    * container was registered). Returns undefined if it was already known.

@@ -84,7 +84,8 @@ for (const k of UML_KERNELS) test(`detection in a real cgroup v2 kernel (UML): f
       assert.equal(keys.has(x.idempotencyKey), false, `delivered twice: ${x.idempotencyKey}`);
       keys.add(x.idempotencyKey);
       assert.equal(x.body.host, 'uml-test');
-      assert.ok([ids.P, ids.M].includes(x.body.container.cgroupPath), JSON.stringify(x.body.container));
+      const pod = get('pod-memory');
+      assert.ok([ids.P, ids.M, pod.pod, pod.container].includes(x.body.container.cgroupPath), JSON.stringify(x.body.container));
     }
   });
 
@@ -141,6 +142,27 @@ for (const k of UML_KERNELS) test(`detection in a real cgroup v2 kernel (UML): f
     assert.equal(of(ids.M, 'memory-max').length, 0, 'memory-max was alerted though it is metrics-only by default');
     assert.equal(of(ids.M, 'pids-max').length, 0);
     assert.equal(of(ids.P, 'oom-kill').length, 0);
+  });
+
+  await t.test('a pod-level memory limit: memory.events.local has oom in the pod and oom_kill in the victim; the alert is the container\'s', (t) => {
+    const p = get('pod-memory');
+    t.diagnostic(`pod OOM: oom-kill alert ${p.alertMs} ms after go; local pod ${JSON.stringify(p.localAfter.pod)}, container ${JSON.stringify(p.localAfter.ctr)}; alerts ${JSON.stringify(p.alerts)}`);
+    // The kernel facts attribution relies on (mm/memcontrol.c memcg_memory_event).
+    assert.ok(p.localAfter.pod.oom > (p.localBefore.pod.oom ?? 0), `pod local oom did not move: ${JSON.stringify(p)}`);
+    assert.equal(p.localAfter.pod.oom_kill, 0, 'the victim is not in the pod cgroup itself');
+    assert.ok(p.localAfter.ctr.oom_kill >= 1, `container local oom_kill: ${JSON.stringify(p.localAfter.ctr)}`);
+    assert.equal(p.localAfter.ctr.oom ?? 0, 0, "the container's own limit was not the one hit");
+    const kills = (p.alerts as Rec[]).filter((a) => a.kind === 'oom-kill' && a.state === 'firing');
+    assert.equal(kills.length, 1, JSON.stringify(p.alerts));
+    assert.equal(kills[0]!.cgroupPath, p.container);
+    assert.equal(kills[0]!.victim, 'memhog', 'the kmsg victim merged into the counter\'s alert');
+    assert.equal(kills[0]!.limitScope, 'pod', "the pod's limit fired");
+    // The pod's own `oom` (its limit was hit) is the pod's, naming it.
+    const podOom = (p.alerts as Rec[]).filter((a) => a.kind === 'oom' && a.state === 'firing' && a.cgroupPath === p.pod);
+    assert.equal(podOom.length, 1, JSON.stringify(p.alerts));
+    assert.equal(podOom[0]!.limitScope, 'pod');
+    assert.equal(podOom[0]!.podUid, p.pod.split('/pod').pop());
+    assert.ok(!(p.alerts as Rec[]).some((a) => a.kind === 'oom-kill' && a.cgroupPath === p.pod), 'no oom-kill alert for the pod cgroup itself');
   });
 
   await t.test('the daemon logged no other warnings or errors and stopped cleanly', () => {

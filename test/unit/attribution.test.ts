@@ -105,6 +105,28 @@ test('memory.events (hierarchical): container OOM kill seen in pod and ancestors
   ]);
 });
 
+test('memory.events.local: each cgroup\'s own events exactly, also when a child\'s counter races ahead of its parent\'s read', () => {
+  // The pod's own limit was hit (oom in the pod), and a moment later the container's: the pod
+  // was read before the container's event, so its hierarchical delta holds only its own.
+  const racing = [
+    { path: POD, deltas: { oom: 1 }, hierarchical: true },
+    { path: C1, deltas: { oom: 1 }, hierarchical: true },
+  ];
+  // Subtraction alone loses the pod's event in this read (1 - 1 = 0).
+  assert.deepEqual(attributeMemoryEvents(racing), [{ path: C1, kind: 'oom', count: 1 }]);
+  const withLocal = [
+    { ...racing[0]!, localDeltas: { oom: 1 } },
+    { ...racing[1]!, localDeltas: { oom: 1 } },
+  ];
+  assert.deepEqual(attributeMemoryEvents(withLocal), [
+    { path: POD, kind: 'oom', count: 1 },
+    { path: C1, kind: 'oom', count: 1 },
+  ]);
+  // An OOM kill in a sub-cgroup nobody watches (the container's init.scope): in the container's
+  // hierarchical counter, not in its local one: still the container's.
+  assert.deepEqual(attributeMemoryEvents([{ path: C1, deltas: { 'oom-kill': 1 }, hierarchical: true, localDeltas: {} }]), [{ path: C1, kind: 'oom-kill', count: 1 }]);
+});
+
 test('memory v1 (local counters): taken as they are', () => {
   const r = attributeMemoryEvents([
     { path: POD, deltas: { 'oom-kill': 1 }, hierarchical: false },

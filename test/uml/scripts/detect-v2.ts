@@ -6,6 +6,7 @@
  * Emits: receiver, daemon-start, pids, memory, alerts, daemon-stop, cleanup.
  */
 import { spawn } from 'node:child_process';
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -213,6 +214,43 @@ async function main(): Promise<void> {
     eventsBefore: memBefore,
     eventsAfter: readKeyed(path.join(abs(M), 'memory.events')),
     oomKillAlertMs: oomKill ? oomKill.at - memGo : null,
+  });
+
+  // --- a pod-level memory limit: the pod's 24M is hit by a hog in one of its containers ---------
+  // memory.events.local counts oom where the limit was hit (the pod) and oom_kill where the
+  // victim was (the container): attribution takes both as they are.
+  const podUid = crypto.randomUUID();
+  const POD = `${TEST}/kubepods/burstable/pod${podUid}`;
+  const podCtrId = hex64();
+  const PC = `${POD}/${podCtrId}`;
+  mkCgroup(root, PC);
+  fs.writeFileSync(path.join(abs(POD), 'memory.max'), String(24 * 1024 * 1024));
+  const local = (rel: string) => readKeyed(path.join(abs(rel), 'memory.events.local'));
+  await d.waitMsg('container found', 5000, (l) => l.cgroup === PC);
+  const podBefore = { pod: local(POD), ctr: local(PC) };
+  const hog2 = spawn('/run/bin/memhog', ['-e', HOG], { stdio: ['pipe', 'pipe', 'pipe'] });
+  await waitChildLine(hog2, (l) => l === 'ready', 20_000);
+  fs.writeFileSync(path.join(abs(PC), 'cgroup.procs'), String(hog2.pid));
+  const podGo = nowMs();
+  hog2.stdin.write('go\n');
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, 30_000);
+    hog2.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+  const podKill = await rx.waitFor((r) => r.body?.kind === 'oom-kill' && r.body?.state === 'firing' && r.body?.container?.id === podCtrId, 5000);
+  await sleep(1500); // anything else the pod's OOM gives (an `oom` for the pod) arrives meanwhile
+  emit({
+    check: 'pod-memory',
+    pod: POD,
+    container: PC,
+    localBefore: podBefore,
+    localAfter: { pod: local(POD), ctr: local(PC) },
+    hierAfter: { pod: readKeyed(path.join(abs(POD), 'memory.events')), ctr: readKeyed(path.join(abs(PC), 'memory.events')) },
+    alertMs: podKill ? podKill.at - podGo : null,
+    alerts: rx.got.filter((r) => r.at >= podGo).map((r) => ({ kind: r.body?.kind, state: r.body?.state, limitScope: r.body?.limitScope, id: r.body?.container?.id, cgroupPath: r.body?.container?.cgroupPath, podUid: r.body?.container?.podUid, count: r.body?.counters?.eventsTotal, victim: r.body?.victim?.comm })),
   });
 
   // --- the resolutions (resolveAfterSeconds 3), then stop --------------------------------------
