@@ -4,6 +4,7 @@ import fsp from 'node:fs/promises';
 import http from 'node:http';
 import type { Container } from '../discovery/container';
 import type { Logger } from '../log';
+import { CriConnection, CriError, criNames } from '../runtimes/cri-client';
 
 // Human names for containers, looked up off the detection path: detection never awaits a
 // lookup; alerts carry whatever is known when they are built. Each source is asked with a
@@ -23,6 +24,11 @@ export interface NameResolverOptions {
   /** Empty: never run podman inspect. */
   podmanBinary: string;
   kubernetesPodLogs: string;
+  /**
+   * CRI sockets (containerd's CRI plugin, CRI-O), asked in this order for Kubernetes
+   * containers; those that do not exist are passed over. Empty or absent: CRI is never asked.
+   */
+  criSockets?: string[];
   timeoutMs: number;
   log: Logger;
   /** A failed lookup is retried after this long (ms). Default 60 s. */
@@ -115,6 +121,7 @@ export class NameResolver {
   private readonly now: () => number;
   private inFlight = 0;
   private readonly waiting: (() => void)[] = [];
+  private readonly criConnections = new Map<string, CriConnection>();
 
   constructor(private readonly opts: NameResolverOptions) {
     this.now = opts.now ?? Date.now;
@@ -157,6 +164,12 @@ export class NameResolver {
     return this.cache.size;
   }
 
+  /** Closes the CRI channels (lookups still under way fail, quietly). */
+  close(): void {
+    for (const c of this.criConnections.values()) c.close();
+    this.criConnections.clear();
+  }
+
   private async resolve(c: Pick<Container, 'id' | 'runtime' | 'podUid' | 'namespace'>): Promise<NameInfo> {
     const info: NameInfo = {};
     const attempt = async (source: string, fn: () => Promise<NameInfo | undefined>): Promise<void> => {
@@ -170,6 +183,8 @@ export class NameResolver {
     if (c.runtime === 'docker') await attempt('docker', () => this.docker(c.id));
     else if (c.runtime === 'podman') await attempt('podman', () => this.podman(c.id));
     else if (c.runtime === 'lxc' || (c.runtime === 'containerd' && c.namespace)) info.name = c.id;
+    else if ((c.runtime === 'crio' || (c.runtime === 'containerd' && c.podUid)) && (this.opts.criSockets?.length ?? 0) > 0) await attempt('cri', () => this.cri(c.id));
+    // The kubelet's log directories, where CRI did not answer.
     if (c.podUid && (!info.podName || !info.podNamespace)) await attempt('kubernetes', () => this.kubernetes(c.podUid!));
     return info;
   }
@@ -179,6 +194,29 @@ export class NameResolver {
     if (!fs.existsSync(this.opts.dockerSocket)) throw new Error(`no Docker socket at ${this.opts.dockerSocket}`);
     const body = await getJsonOverSocket(this.opts.dockerSocket, `/containers/${id}/json`, this.opts.timeoutMs);
     return fromInspect(body as InspectBody);
+  }
+
+  /**
+   * The CRI sockets that exist, in order, each within names.timeoutMs. One that does not know
+   * the id (NOT_FOUND), serves no CRI (UNIMPLEMENTED: the containerd.io package Docker ships
+   * disables the CRI plugin, and a node may run CRI-O beside it) or fails, hands on to the next.
+   */
+  private async cri(id: string): Promise<NameInfo> {
+    if (!/^[0-9a-f]{64}$/.test(id)) throw new Error('not a 64-hex container id');
+    const all = this.opts.criSockets ?? [];
+    const sockets = all.filter((s) => fs.existsSync(s));
+    if (sockets.length === 0) throw new Error(`no CRI socket at ${all.join(', ')}`);
+    const errors: string[] = [];
+    for (const s of sockets) {
+      let conn = this.criConnections.get(s);
+      if (!conn) this.criConnections.set(s, (conn = new CriConnection(s, this.opts.timeoutMs)));
+      try {
+        return await criNames(conn, id, this.opts.timeoutMs);
+      } catch (err) {
+        errors.push(err instanceof CriError ? err.message : `${s}: ${(err as Error).message}`);
+      }
+    }
+    throw new Error(errors.join('; '));
   }
 
   private async podman(id: string): Promise<NameInfo> {

@@ -103,6 +103,7 @@ export class AlertPipeline {
     for (const t of this.removals) clearTimeout(t);
     this.removals.clear();
     await this.chain;
+    this.names.close();
     await this.delivery?.stop();
     await this.outbox?.close();
     this.saveState();

@@ -196,6 +196,9 @@ export const ConfigSchema = z
         podmanSocket: z.string().startsWith('/').default('/run/podman/podman.sock'),
         podmanBinary: z.string().default('podman'), // empty: never run podman inspect
         kubernetesPodLogs: z.string().startsWith('/').default('/var/log/pods'),
+        // Kubernetes containers (containerd under a pod, CRI-O) are asked about over CRI, at the
+        // first of these that exists and knows the id; [] never asks.
+        criSockets: z.array(z.string().startsWith('/')).default(['/run/containerd/containerd.sock', '/run/crio/crio.sock']),
         timeoutMs: positiveInt.default(2000),
       })
       .strict()

@@ -19,7 +19,7 @@ const CHECKOUT = path.resolve(__dirname, '..', '..', '..');
 
 let readableCopy: string | undefined;
 /**
- * The CLI in a copy of everything it loads (dist/, node_modules/, package.json) in a directory
+ * The CLI in a copy of everything it loads (dist/, node_modules/, package.json, proto/) in a directory
  * every user can read, for a daemon run as another user: the checkout itself may sit where
  * only root can enter (a clone under /root, a mktemp -d directory). Made once per test process.
  */
@@ -28,7 +28,7 @@ function cliReadableByAll(): string {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cgwd-readable-'));
     fs.chmodSync(dir, 0o755);
     process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
-    for (const entry of ['dist', 'node_modules', 'package.json']) {
+    for (const entry of ['dist', 'node_modules', 'package.json', 'proto']) {
       fs.cpSync(path.join(CHECKOUT, entry), path.join(dir, entry), { recursive: true, filter: (src) => !src.includes('/node_modules/typescript') });
     }
     // A checkout made under umask 077 has files only root can read: open them up in the copy.

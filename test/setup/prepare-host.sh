@@ -14,6 +14,7 @@ needs=(
   "fuse-overlayfs:podman storage"
   "busybox-static:the test containers' image"
   "docker.io:a private Docker Engine for the real-Docker tests (test/e2e/docker-daemon)"
+  "containerd:a private containerd with its CRI plugin, and ctr, for the CRI name tests (test/e2e/cri-containerd)"
   "prometheus:a real Prometheus scraping /metrics, and promtool"
   "prometheus-alertmanager:a real Alertmanager receiving alerts"
   "inotify-tools:cgroup inotify checks"
