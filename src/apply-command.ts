@@ -15,6 +15,8 @@ export interface ApplyReport {
   cgroupVersion: string;
   layout: string;
   hostCores: number;
+  /** Our cgroup namespace as seen at start (a blind one stops the command before this report). */
+  cgroupNamespace: HostSetup['cgroupNamespace'];
   /** Each container's result, with its directory in every controller hierarchy. */
   containers: (ApplyResult & { cgroupDirs: Record<string, string> })[];
   pidMax: { before: number | null; target: number; after: number | null; changed: boolean; note?: string; error?: string };
@@ -59,6 +61,7 @@ export async function runApply(config: Config, opts: { dryRun: boolean }): Promi
     cgroupVersion: host.cgroups.version,
     layout: host.cgroups.layout.mode,
     hostCores: host.hostCores,
+    cgroupNamespace: host.cgroupNamespace,
     containers: results.map((r) => ({ ...r, cgroupDirs: controllerDirs(host.cgroups, r.cgroupPath) })),
     pidMax,
     host: hostReport,
@@ -84,6 +87,7 @@ export function formatApply(r: ApplyReport): string {
   const verb = r.mode === 'observe' || r.dryRun ? 'would set' : 'set';
   const lines: string[] = [];
   lines.push(`cgroup ${r.cgroupVersion} (${r.layout} layout), host cores ${r.hostCores}, mode ${r.mode}${r.dryRun ? ' (dry run)' : ''}`);
+  if (r.cgroupNamespace.kind === 'translated') lines.push(`private cgroup namespace, its root in the host hierarchies: ${r.cgroupNamespace.hierarchies.map((h) => `${h.mountPoint} ${h.nsRoot}`).join(', ')}`);
   for (const p of r.problems) lines.push(`warning: ${p}`);
   lines.push('');
   const rows = r.containers.map((c) => [

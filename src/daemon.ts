@@ -67,6 +67,10 @@ export class Daemon {
     this.parts = parts;
     this.log.info(await this.facts(), 'starting');
     this.log.info({ capabilities: this.caps }, 'kernel signals measured: the sources follow them');
+    if (this.host.cgroupNamespace.kind === 'translated') {
+      const roots = Object.fromEntries(this.host.cgroupNamespace.hierarchies.map((h) => [h.mountPoint, h.nsRoot]));
+      this.log.info({ nsRoots: roots }, 'running in a private cgroup namespace: the host hierarchies are mounted whole, and the namespace root was found in them');
+    }
 
     await this.raisePidMax();
     await parts.alerts.start();
@@ -142,7 +146,7 @@ export class Daemon {
     if (!metrics.enabled) return;
     this.metricsServer = await serveMetrics(parts.metrics, metrics.listen, this.log);
     const c = this.caps;
-    const signals = { pids_events_inotify: c.pidsInotify, pids_kmsg: c.pidsKmsg, memory_events_inotify: c.memoryInotify, pids_events_local: c.pidsEventsLocal, memory_events_local: c.memoryEventsLocal, pids_localevents_mount: c.pidsLocaleventsMount, memory_localevents_mount: c.memoryLocaleventsMount };
+    const signals = { pids_events_inotify: c.pidsInotify, pids_kmsg: c.pidsKmsg, memory_events_inotify: c.memoryInotify, pids_events_local: c.pidsEventsLocal, memory_events_local: c.memoryEventsLocal, pids_localevents_mount: c.pidsLocaleventsMount, memory_localevents_mount: c.memoryLocaleventsMount, host_cgroup_namespace: this.host.cgroupNamespace.kind === 'host' };
     for (const [capability, v] of Object.entries(signals)) parts.metrics.daemon.kernelCapability.set({ capability }, signalValue(v));
     this.log.info({ listen: metrics.listen, port: this.metricsServer.port }, 'metrics listening');
   }
@@ -162,6 +166,7 @@ export class Daemon {
       cgroup: this.host.cgroups.version,
       layout: this.host.cgroups.layout.mode,
       discoveryRoot: this.host.cgroups.discoveryRoot,
+      cgroupNamespace: this.host.cgroupNamespace,
       hostCores: this.host.hostCores,
       kernel: os.release(),
       distro: readDistro(),

@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import { detectLayout, openCgroupFs } from './cgroup/index';
+import { checkCgroupNamespace, type CgroupNamespaceVerdict } from './cgroup/namespace';
 import type { CgroupFs } from './cgroup/types';
 import type { Config } from './config/schema';
 import { hostCores as onlineCpus } from './kernel/proc';
@@ -10,6 +11,8 @@ export interface HostSetup {
   cgroups: CgroupFs;
   recognisers: Recogniser[];
   hostCores: number;
+  /** Whether we see the host's hierarchies from our cgroup namespace, and our namespace root in each (never blind: setupHost refuses that). */
+  cgroupNamespace: CgroupNamespaceVerdict;
   /** Problems that stop enforce mode and are only warnings in observe mode. */
   problems: string[];
 }
@@ -35,8 +38,14 @@ function privilegeProblems(cgroups: CgroupFs): string[] {
 export async function setupHost(config: Config): Promise<HostSetup> {
   const layout = await detectLayout(config.paths.procRoot, config.paths.cgroupRoot);
   const cgroups = openCgroupFs(layout, config.paths.cgroupRoot);
+  // In a private cgroup namespace with its own cgroupfs (docker/containerd on v2 by default) the
+  // mount is the container's own subtree: every walk would find nothing and every check pass.
+  // Refused in observe mode too: a daemon that watches nothing must not look healthy.
+  const cgroupNamespace = checkCgroupNamespace(config.paths.procRoot, layout);
+  if (cgroupNamespace.kind === 'blind') throw new Error(cgroupNamespace.sentence);
   return {
     cgroups,
+    cgroupNamespace,
     recognisers: buildRecognisers(config.discovery.runtimes, config.discovery.extraPatterns, config.discovery),
     // The kernel's online CPU list. (systeminformation's cpu() runs lscpu and dmidecode
     // through a shell; the daemon runs no program it does not need.)
