@@ -88,6 +88,9 @@ export async function startDocker(): Promise<PrivateDocker> {
       clearTimeout(t);
     }
     for (const h of fs.readdirSync(V1)) removeCgroupTree(path.join(V1, h, root));
+    // containerd's runc keeps its state under /run/containerd/runc/<namespace> whatever
+    // dockerd's --exec-root says: the namespaces are ours (cgwd-test-ns-*), so are those.
+    for (const ns of namespaces) fs.rmSync(path.join('/run/containerd/runc', ns), { recursive: true, force: true });
     fs.rmSync(dir, { recursive: true, force: true });
   };
   try {
