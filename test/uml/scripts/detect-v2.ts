@@ -8,83 +8,11 @@
 import { spawn } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
-import * as http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { cgroupRoot, emit, inUml, nowMs, readKeyed, sleep } from '../in-uml';
-import { DaemonProc, HOG, hex64, mkCgroup, pick, readTrim, removeTree, runMain, waitChildLine, writeConfig } from './daemon-util';
+import { DaemonProc, FORKER, HOG, ONE_MORE, hex64, mkCgroup, pick, readTrim, receiver, removeTree, runMain, waitChildLine, writeConfig } from './daemon-util';
 
 const TEST = '/cgwd-test';
-
-interface Received {
-  at: number;
-  path: string | undefined;
-  contentType: string | undefined;
-  idempotencyKey: string | undefined;
-  body: any;
-}
-
-/** A webhook receiver: records every POST (JSON body) with the time it arrived. */
-async function receiver(): Promise<{ url: string; got: Received[]; waitFor: (want: (r: Received) => boolean, timeoutMs: number) => Promise<Received | null>; close: () => Promise<void> }> {
-  const got: Received[] = [];
-  const server = http.createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const at = nowMs();
-      const text = Buffer.concat(chunks).toString('utf8');
-      let body: unknown;
-      try {
-        body = JSON.parse(text);
-      } catch {
-        body = { unparsable: text.slice(0, 2000) };
-      }
-      got.push({ at, path: req.url, contentType: req.headers['content-type'], idempotencyKey: req.headers['idempotency-key'] as string | undefined, body });
-      res.writeHead(200, { 'Content-Type': 'text/plain' });
-      res.end('ok');
-    });
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const port = (server.address() as AddressInfo).port;
-  const waitFor = async (want: (r: Received) => boolean, timeoutMs: number): Promise<Received | null> => {
-    const end = nowMs() + timeoutMs;
-    for (;;) {
-      const r = got.find(want);
-      if (r) return r;
-      if (nowMs() > end) return null;
-      await sleep(5);
-    }
-  };
-  return {
-    url: `http://127.0.0.1:${port}/hook`,
-    got,
-    waitFor,
-    close: () => new Promise((resolve) => {
-      server.closeAllConnections();
-      server.close(() => resolve());
-    }),
-  };
-}
-
-/* A fixed script; the cgroup directory comes in as $1. With pids.max 8, the shell and seven
- * sleeps fill the cgroup and the eighth fork fails; dash then gives up ("Cannot fork"). */
-const FORKER = [
-  'echo $$ > "$1/cgroup.procs" || exit 90',
-  'echo ready',
-  'read go',
-  'i=0',
-  'while [ $i -lt 20 ]; do sleep 1000 & i=$((i+1)); done',
-  'echo all-forked',
-].join('\n');
-
-/* One more rejected fork: a shell moves itself into the full cgroup (migration is not
- * limited by pids.max) and tries to fork. */
-const ONE_MORE = 'echo $$ > "$1/cgroup.procs" || exit 90; sleep 1000 & exit 0';
-
-
 
 async function main(): Promise<void> {
   if (!inUml()) throw new Error('run this through test/helpers/uml.ts runInUml()');
