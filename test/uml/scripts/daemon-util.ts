@@ -64,6 +64,14 @@ export async function removeTree(dir: string): Promise<void> {
   };
   for (const d of walk(dir)) {
     for (let i = 0; i < 100; i++) {
+      // v1 (and v2 before 5.14) has no cgroup.kill: its tasks are killed one by one.
+      for (const pid of (readTrim(path.join(d, 'cgroup.procs')) ?? '').split('\n').filter(Boolean)) {
+        try {
+          process.kill(Number(pid), 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
       try {
         fs.rmdirSync(d);
         break;

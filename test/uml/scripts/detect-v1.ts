@@ -9,7 +9,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { cgroupRoot, emit, inUml, nowMs, readKeyed, sleep } from '../in-uml';
-import { DaemonProc, FORKER, HOG, ONE_MORE, hex64, pick, readTrim, receiver, runMain, waitChildLine, writeConfig } from './daemon-util';
+import { DaemonProc, FORKER, HOG, ONE_MORE, hex64, pick, readTrim, receiver, removeTree, runMain, waitChildLine, writeConfig } from './daemon-util';
 
 const TEST = '/cgwd-test';
 const V1 = '/run/v1';
@@ -55,31 +55,8 @@ function mkV1(rel: string): void {
   for (const c of CONTROLLERS) fs.mkdirSync(dirOf(c, rel), { recursive: true });
 }
 
-/** v1 has no cgroup.kill: kill the tasks, then remove the directories deepest first. */
 async function removeV1(rel: string): Promise<void> {
-  for (const c of CONTROLLERS) {
-    const top = dirOf(c, rel);
-    if (!fs.existsSync(top)) continue;
-    const walk = (d: string): string[] => [...fs.readdirSync(d, { withFileTypes: true }).filter((e) => e.isDirectory()).flatMap((e) => walk(path.join(d, e.name))), d];
-    for (const d of walk(top)) {
-      for (let i = 0; i < 100; i++) {
-        for (const pid of (readTrim(path.join(d, 'cgroup.procs')) ?? '').split('\n').filter(Boolean)) {
-          try {
-            process.kill(Number(pid), 'SIGKILL');
-          } catch {
-            /* gone */
-          }
-        }
-        try {
-          fs.rmdirSync(d);
-          break;
-        } catch (e) {
-          if ((e as NodeJS.ErrnoException).code !== 'EBUSY') throw e;
-          await sleep(20);
-        }
-      }
-    }
-  }
+  for (const c of CONTROLLERS) await removeTree(dirOf(c, rel));
 }
 
 /** A memory hog in the v1 memory cgroup `dir`: OOM-killed at its 20M limit. */
