@@ -218,7 +218,7 @@ export class Daemon {
     parts.engine.reconfigure({ sweepIntervalMs: next.detection.sweepIntervalMs, kmsg: next.detection.kmsg, kmsgPath: next.paths.kmsg, inotify: inotifyFor(this.caps, cgroups.version, next.detection.inotify) });
     parts.usage.reconfigure(next.detection.warnings.intervalMs, next.detection.warnings);
     await parts.alerts.reconfigure(next);
-    if (!same((c) => [c.discovery.roots, c.discovery.maxDepth, c.discovery.runtimes, c.discovery.extraPatterns, c.discovery.containerdNamespaces])) {
+    if (!same((c) => [c.discovery.roots, c.discovery.maxDepth, c.discovery.runtimes, c.discovery.extraPatterns, c.discovery.containerdNamespaces, c.discovery.dockerCgroupParents])) {
       this.host.recognisers = buildRecognisers(next.discovery.runtimes, next.discovery.extraPatterns, next.discovery);
       parts.keeper.rediscover();
     }

@@ -144,6 +144,8 @@ export const ConfigSchema = z
         extraPatterns: z.array(extraPattern).default([]),
         // containerd alone (ctr, nerdctl) makes /<namespace>/<id>: the namespaces to claim.
         containerdNamespaces: z.array(z.string().regex(/^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,74}[A-Za-z0-9])?$/, 'a containerd namespace name')).default(['default']),
+        // `docker run --cgroup-parent /x` (cgroupfs driver) puts the container at /x/<id>: the parents to claim.
+        dockerCgroupParents: z.array(z.string().regex(/^\/[^\0]*$/, 'an absolute cgroup path, e.g. "/tenant-a"')).default([]),
         reconcileSchedule: z.string().min(1).default('* * * * *'),
       })
       .strict()

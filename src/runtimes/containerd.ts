@@ -15,6 +15,8 @@ const HEX64 = /^[0-9a-f]{64}$/;
 /** containerd's identifier rule (pkg/identifiers): namespaces and container ids alike. */
 const IDENTIFIER = /^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,74}[A-Za-z0-9])?$/;
 const CRI_CONTAINERD_SCOPE = /^cri-containerd-([0-9a-f]{64})\.scope$/;
+/** nerdctl with the systemd cgroup manager: runc's "system.slice:nerdctl:<id>". */
+const NERDCTL_SCOPE = /^nerdctl-([0-9a-f]{64})\.scope$/;
 
 export interface PodCgroup {
   podUid: string;
@@ -66,6 +68,8 @@ export function withPod(runtime: string, id: string, path: string): Recognised {
  * - cgroupfs driver: the container cgroup is the bare 64-hex id inside the pod cgroup. A bare
  *   id outside a pod is not claimed: Docker's /docker/<id> is the docker recogniser's.
  * - systemd driver: cri-containerd-<id>.scope, inside a pod slice or not.
+ * - nerdctl with the systemd driver: nerdctl-<id>.scope (in system.slice, or user.slice
+ *   rootless).
  * - containerd alone (`ctr run`, nerdctl with cgroupfs): `/<namespace>/<id>` at the top of
  *   the hierarchy, the id any name the user gave. Only for the namespaces configured
  *   (`discovery.containerdNamespaces`): a two-level path is otherwise anybody's.
@@ -84,6 +88,8 @@ export function containerdRecogniser(namespaces: readonly string[] = DEFAULT_CON
       if (last === undefined) return null;
       const scope = CRI_CONTAINERD_SCOPE.exec(last);
       if (scope) return withPod('containerd', scope[1], path);
+      const nerdctl = NERDCTL_SCOPE.exec(last);
+      if (nerdctl) return { runtime: 'containerd', id: nerdctl[1]! };
       if (HEX64.test(last)) {
         const pod = parentPod(path);
         if (pod) return { runtime: 'containerd', id: last, podUid: pod.podUid, podPath: pod.podPath };

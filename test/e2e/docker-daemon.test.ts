@@ -10,7 +10,8 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { DOCKER, startDocker, IMAGE, type PrivateDocker } from '../helpers/docker';
 import { isRoot, need } from '../helpers/prereq';
-import { config, daemon, receiver, sleep, stateDir, waitPidsMax, webhookSink } from '../helpers/v1-daemon';
+import { config, daemon, receiver, setQuota, sleep, stateDir, waitPidsMax, webhookSink } from '../helpers/v1-daemon';
+import { makeV1Cgroup } from '../helpers/v1-cgroups';
 import { until } from '../helpers/prometheus';
 
 let dk: PrivateDocker | undefined;
@@ -50,6 +51,22 @@ test('docker: the policy follows the CPU quota Docker writes after the cgroup ap
   t.diagnostic(`8-CPU quota container: 8192 ${q === null ? 'never' : `${Math.round(q)} ms after polling began`}`);
   assert.notEqual(q, null, `pids.max of the 8-CPU container is ${fs.readFileSync(path.join('/sys/fs/cgroup/pids', d.cgroupParent, quota, 'pids.max'), 'utf8').trim()}`);
   assert.notEqual(await waitPidsMax(`${d.cgroupParent}/${plain}`, '6144', 3000, 5), null, 'the container without CPU limits did not get 6144');
+});
+
+test('docker run --cgroup-parent /<tenant> (cgroupfs): found under a configured parent, sized by the parent\'s 8-CPU quota (8192)', async (t) => {
+  const d = ready();
+  const tenant = `${d.root}/tenant-a`;
+  makeV1Cgroup(tenant);
+  setQuota(tenant, 8);
+  const { d: agent } = await dockerDaemon(t, d, { discovery: { roots: [d.root], dockerCgroupParents: [tenant] } });
+  const id = run(d, ['-d', '--network', 'none', '--name', name('parent'), '--cgroup-parent', tenant, IMAGE, 'sleep', '1000']);
+  assert.ok(fs.existsSync(path.join('/sys/fs/cgroup/pids', tenant, id)), `Docker did not put the container at ${tenant}/<id>`);
+  const ms = await waitPidsMax(`${tenant}/${id}`, '8192', 3000, 5);
+  assert.notEqual(ms, null, `pids.max of ${tenant}/${id} is ${fs.readFileSync(path.join('/sys/fs/cgroup/pids', tenant, id, 'pids.max'), 'utf8').trim()}`);
+  const set = await agent.waitForLog((l) => l.msg === 'pids.max set' && l.cgroup === `${tenant}/${id}`, 3000);
+  assert.deepEqual([set.runtime ?? 'docker', set.coresSource, set.coresDetail], ['docker', 'parent-quota', `quota 800000/100000 of ${tenant}`]);
+  const found = await agent.waitForLog((l) => l.msg === 'container found' && l.cgroup === `${tenant}/${id}`, 3000);
+  assert.equal(found.runtime, 'docker');
 });
 
 test('docker: a fork bomb in a container with --pids-limit 30 (kept: lower than the policy) is alerted with the container\'s name and image', async (t) => {

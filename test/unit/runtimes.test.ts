@@ -97,6 +97,24 @@ describe('containerd alone: /<namespace>/<id>', () => {
   it('Docker\'s /docker/<id> stays Docker\'s', () => assert.deepEqual(recognise(buildRecognisers(builtinRuntimes, [], { containerdNamespaces: ['docker'] }), `/docker/${ID}`), { runtime: 'docker', id: ID }));
 });
 
+describe('nerdctl and docker --cgroup-parent (fixtures: neither runs here)', () => {
+  it('nerdctl, systemd driver: system.slice/nerdctl-<id>.scope (rootless: user.slice)', () => {
+    assert.deepEqual(rec(`/system.slice/nerdctl-${ID}.scope`), { runtime: 'containerd', id: ID });
+    assert.deepEqual(rec(`/user.slice/user-1000.slice/user@1000.service/user.slice/nerdctl-${ID}.scope`), { runtime: 'containerd', id: ID });
+    assert.equal(rec(`/system.slice/nerdctl-${ID}.scope/init.scope`), null);
+  });
+  it('nerdctl, cgroupfs driver: /<namespace>/<id>, like ctr', () => assert.deepEqual(rec(`/default/${ID}`), { runtime: 'containerd', id: ID, namespace: 'default' }));
+  it('docker run --cgroup-parent /tenant-a: claimed only under a configured parent', () => {
+    assert.equal(rec(`/tenant-a/${ID}`), null);
+    const rs = buildRecognisers(builtinRuntimes, [], { dockerCgroupParents: ['/tenant-a', '/org/team-b/'] });
+    assert.deepEqual(recognise(rs, `/tenant-a/${ID}`), { runtime: 'docker', id: ID });
+    assert.deepEqual(recognise(rs, `/org/team-b/${ID}`), { runtime: 'docker', id: ID });
+    assert.equal(recognise(rs, `/tenant-a/x/${ID}`), null, 'directly under the parent only');
+    assert.equal(recognise(rs, '/tenant-a/not-hex'), null);
+    assert.deepEqual(recognise(rs, `/docker/${ID}`), { runtime: 'docker', id: ID }, '/docker/<id> still');
+  });
+});
+
 describe('isPodCgroup', () => {
   it('cgroupfs pod directories', () => {
     assert.deepEqual(isPodCgroup(`/kubepods/burstable/pod${UID}`), { podUid: UID, podPath: `/kubepods/burstable/pod${UID}` });
