@@ -5,6 +5,7 @@ import http from 'node:http';
 import type { Container } from '../discovery/container';
 import type { Logger } from '../log';
 import { CriConnection, CriError, criNames } from '../runtimes/cri-client';
+import { ContainerdConnection, containerdNames } from '../runtimes/containerd-client';
 
 // Human names for containers, looked up off the detection path: detection never awaits a
 // lookup; alerts carry whatever is known when they are built. Each source is asked with a
@@ -29,6 +30,8 @@ export interface NameResolverOptions {
    * containers; those that do not exist are passed over. Empty or absent: CRI is never asked.
    */
   criSockets?: string[];
+  /** containerd's own socket, for `ctr`/nerdctl containers (`/<namespace>/<id>`); empty: never asked. */
+  containerdSocket?: string;
   timeoutMs: number;
   log: Logger;
   /** A failed lookup is retried after this long (ms). Default 60 s. */
@@ -122,6 +125,7 @@ export class NameResolver {
   private inFlight = 0;
   private readonly waiting: (() => void)[] = [];
   private readonly criConnections = new Map<string, CriConnection>();
+  private containerdConnection?: ContainerdConnection;
 
   constructor(private readonly opts: NameResolverOptions) {
     this.now = opts.now ?? Date.now;
@@ -168,6 +172,8 @@ export class NameResolver {
   close(): void {
     for (const c of this.criConnections.values()) c.close();
     this.criConnections.clear();
+    this.containerdConnection?.close();
+    this.containerdConnection = undefined;
   }
 
   private async resolve(c: Pick<Container, 'id' | 'runtime' | 'podUid' | 'namespace'>): Promise<NameInfo> {
@@ -182,7 +188,11 @@ export class NameResolver {
     };
     if (c.runtime === 'docker') await attempt('docker', () => this.docker(c.id));
     else if (c.runtime === 'podman') await attempt('podman', () => this.podman(c.id));
-    else if (c.runtime === 'lxc' || (c.runtime === 'containerd' && c.namespace)) info.name = c.id;
+    else if (c.runtime === 'containerd' && !c.podUid) {
+      // ctr and nerdctl: /<namespace>/<id>, or nerdctl's systemd scope (its default namespace).
+      if (this.opts.containerdSocket) await attempt('containerd', () => this.containerd(c.namespace ?? 'default', c.id));
+      if (c.namespace) info.name ??= c.id;
+    } else if (c.runtime === 'lxc') info.name = c.id;
     else if ((c.runtime === 'crio' || (c.runtime === 'containerd' && c.podUid)) && (this.opts.criSockets?.length ?? 0) > 0) await attempt('cri', () => this.cri(c.id));
     // The kubelet's log directories, where CRI did not answer.
     if (c.podUid && (!info.podName || !info.podNamespace)) await attempt('kubernetes', () => this.kubernetes(c.podUid!));
@@ -194,6 +204,13 @@ export class NameResolver {
     if (!fs.existsSync(this.opts.dockerSocket)) throw new Error(`no Docker socket at ${this.opts.dockerSocket}`);
     const body = await getJsonOverSocket(this.opts.dockerSocket, `/containers/${id}/json`, this.opts.timeoutMs);
     return fromInspect(body as InspectBody);
+  }
+
+  private async containerd(namespace: string, id: string): Promise<NameInfo> {
+    const sock = this.opts.containerdSocket!;
+    if (!fs.existsSync(sock)) throw new Error(`no containerd socket at ${sock}`);
+    this.containerdConnection ??= new ContainerdConnection(sock, this.opts.timeoutMs);
+    return containerdNames(this.containerdConnection, namespace, id, this.opts.timeoutMs);
   }
 
   /**

@@ -197,6 +197,8 @@ export const ConfigSchema = z
         dockerSocket: z.string().startsWith('/').default('/var/run/docker.sock'),
         podmanSocket: z.string().startsWith('/').default('/run/podman/podman.sock'),
         podmanBinary: z.string().default('podman'), // empty: never run podman inspect
+        // containerd's own API, for ctr and nerdctl containers (image, nerdctl's name); "" never asks.
+        containerdSocket: z.union([z.literal(''), z.string().startsWith('/')]).default('/run/containerd/containerd.sock'),
         kubernetesPodLogs: z.string().startsWith('/').default('/var/log/pods'),
         // Kubernetes containers (containerd under a pod, CRI-O) are asked about over CRI, at the
         // first of these that exists and knows the id; [] never asks.

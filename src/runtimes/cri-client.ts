@@ -1,83 +1,18 @@
-import fs from 'node:fs';
-import path from 'node:path';
-import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
+import { GrpcCallError, GrpcConnection, grpc, grpcService } from './grpc-unix';
 
 // A Kubernetes CRI RuntimeService client (runtime.v1) over a unix socket: containerd's CRI
 // plugin and CRI-O both serve it. Used off the detection path, for names only.
 
 export const CRI_PROTO = 'cri-runtime-v1.proto';
 
-/**
- * proto/cri-runtime-v1.proto of the installed package, found from this module's own place
- * (dist/src/runtimes/ when built, src/runtimes/ from source), never from the cwd.
- */
-export function criProtoPath(): string {
-  let dir = __dirname;
-  for (let i = 0; i < 5; i++) {
-    const p = path.join(dir, 'proto', CRI_PROTO);
-    if (fs.existsSync(p)) return p;
-    dir = path.dirname(dir);
-  }
-  throw new Error(`${CRI_PROTO} not found in a proto/ directory above ${__dirname}`);
-}
-
-let serviceCtor: grpc.ServiceClientConstructor | undefined;
-
-/** Loaded at the first lookup, not at start: a host without Kubernetes never parses the proto. */
-function runtimeService(): grpc.ServiceClientConstructor {
-  if (!serviceCtor) {
-    const def = protoLoader.loadSync(criProtoPath(), { longs: String, enums: String, defaults: true });
-    const pkg = grpc.loadPackageDefinition(def) as unknown as { runtime: { v1: { RuntimeService: grpc.ServiceClientConstructor } } };
-    serviceCtor = pkg.runtime.v1.RuntimeService;
-  }
-  return serviceCtor;
-}
-
-/** A failed CRI call: the method, the socket and the gRPC status. */
-export class CriError extends Error {
-  constructor(
-    readonly method: string,
-    readonly socketPath: string,
-    readonly code: grpc.status,
-    details: string,
-  ) {
-    super(`CRI ${method} on ${socketPath}: ${grpc.status[code] ?? code}: ${details}`);
+/** A RuntimeService connection to one CRI socket. */
+export class CriConnection extends GrpcConnection {
+  constructor(socketPath: string, timeoutMs: number) {
+    super(socketPath, timeoutMs, () => grpcService(CRI_PROTO, 'runtime.v1.RuntimeService'), 'CRI');
   }
 }
 
-type Callback = (err: grpc.ServiceError | null, res: unknown) => void;
-type Unary = (req: object, opts: grpc.CallOptions, cb: Callback) => grpc.ClientUnaryCall;
-
-/** One channel to one CRI socket, opened at the first call; every call has a deadline. */
-export class CriConnection {
-  private client?: grpc.Client;
-
-  constructor(
-    readonly socketPath: string,
-    private readonly timeoutMs: number,
-  ) {}
-
-  /** A unary RuntimeService call, by its proto name (camelCase fields). Rejects with CriError. */
-  call<Res>(method: string, req: object, deadline: number = Date.now() + this.timeoutMs): Promise<Res> {
-    return new Promise<Res>((resolve, reject) => {
-      let fn: Unary | undefined;
-      try {
-        this.client ??= new (runtimeService())(`unix://${this.socketPath}`, grpc.credentials.createInsecure());
-        fn = (this.client as unknown as Record<string, Unary | undefined>)[method];
-      } catch (err) {
-        return reject(err as Error);
-      }
-      if (typeof fn !== 'function') return reject(new Error(`no CRI method ${method} in ${CRI_PROTO}`));
-      fn.call(this.client, req, { deadline }, (err, res) => (err ? reject(new CriError(method, this.socketPath, err.code, err.details || err.message)) : resolve(res as Res)));
-    });
-  }
-
-  close(): void {
-    this.client?.close();
-    this.client = undefined;
-  }
-}
+export { GrpcCallError as CriError };
 
 export interface CriNames {
   name?: string;
@@ -148,7 +83,7 @@ export async function criNames(conn: CriConnection, id: string, timeoutMs: numbe
     const r = await conn.call<{ status?: ContainerStatusMsg | null }>('ContainerStatus', { containerId: id }, deadline);
     return namesFromContainerStatus(r.status);
   } catch (err) {
-    if (!(err instanceof CriError) || err.code !== grpc.status.NOT_FOUND) throw err;
+    if (!(err instanceof GrpcCallError) || err.code !== grpc.status.NOT_FOUND) throw err;
   }
   const r = await conn.call<{ status?: PodSandboxStatusMsg | null }>('PodSandboxStatus', { podSandboxId: id }, deadline);
   return namesFromSandboxStatus(r.status);

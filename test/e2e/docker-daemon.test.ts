@@ -113,14 +113,14 @@ test('docker run --rm whose main process is OOM-killed: the alert names the cont
   assert.equal(resolved.alert.sequence, a.sequence + 1);
 });
 
-test('containerd alone (ctr run): its /<namespace>/<id> cgroup is recognised, gets the policy, and a fork bomb in it is alerted with the id as the name', async (t) => {
+test('containerd alone (ctr run): its /<namespace>/<id> cgroup is recognised, gets the policy, and a fork bomb in it is alerted with the id as the name and the image from containerd', async (t) => {
   const d = ready();
   const ns = name('ns');
   const imp = d.ctr(ns, ['image', 'import', d.imageTar]);
   assert.equal(imp.status, 0, `ctr image import: ${imp.stderr}`);
   const ref = d.ctr(ns, ['image', 'ls', '-q']).stdout.split('\n').find((l) => l.includes('cgwd-busybox'));
   assert.ok(ref, 'the imported image is not listed');
-  const { hook } = await dockerDaemon(t, d, { discovery: { roots: [`/${ns}`], containerdNamespaces: [ns] } });
+  const { hook } = await dockerDaemon(t, d, { discovery: { roots: [`/${ns}`], containerdNamespaces: [ns] }, names: { dockerSocket: d.sock, podmanBinary: '', containerdSocket: d.containerdSock } });
   const id = 'bomb-1';
   const r = d.ctr(ns, ['run', '-d', '--snapshotter', 'native', ref, id, 'sh', '-c', 'sleep 2; i=0; while [ $i -lt 100 ]; do sleep 1000 & i=$((i+1)); done; sleep 1000']);
   assert.equal(r.status, 0, `ctr run: ${r.stderr}`);
@@ -134,5 +134,6 @@ test('containerd alone (ctr run): its /<namespace>/<id> cgroup is recognised, ge
   assert.equal(a.container.runtime, 'containerd');
   assert.equal(a.container.id, id);
   assert.equal(a.container.name, id);
+  assert.equal(a.container.image, ref, "the image, from containerd's Containers API");
   assert.equal(a.counters.limit, 20);
 });

@@ -29,6 +29,8 @@ export interface PrivateDocker {
   /** Its first path component: the discovery root to give the daemon. */
   root: string;
   docker(args: string[], timeoutMs?: number): { status: number | null; stdout: string; stderr: string };
+  /** dockerd's own containerd's socket. */
+  containerdSock: string;
   /** `ctr` against dockerd's own containerd, in namespace `ns`. */
   ctr(ns: string, args: string[], timeoutMs?: number): { status: number | null; stdout: string; stderr: string };
   /** The image as a tar (docker save), for `ctr image import`. */
@@ -114,7 +116,7 @@ export async function startDocker(): Promise<PrivateDocker> {
     await stop();
     throw err;
   }
-  return { sock, cgroupParent, root, docker, ctr: ctrTracked, imageTar, stop };
+  return { sock, cgroupParent, root, docker, containerdSock, ctr: ctrTracked, imageTar, stop };
 }
 
 function removeCgroupTree(dir: string): void {

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import pino from 'pino';
 import { NameResolver, isHexId, podFromLogDir } from '../../src/alerts/names';
+import { namesFromContainerd } from '../../src/runtimes/containerd-client';
 
 const DOCKER_ID = 'd'.repeat(12) + '0123456789abcdef'.repeat(3) + '0123';
 const PODMAN_ID = 'e'.repeat(64);
@@ -154,4 +155,10 @@ test('a failed lookup is retried after failureTtlMs; a success stays cached unti
   await r.lookup({ id: DOCKER_ID, runtime: 'docker' });
   assert.equal(api.paths.length, 2);
   await api.close();
+});
+
+test("containerd's record: nerdctl's name label before the id, the image when it has one", () => {
+  assert.deepEqual(namesFromContainerd({ id: 'a'.repeat(64), image: 'docker.io/library/nginx:1', labels: { 'nerdctl/name': 'web-1' } }, 'a'.repeat(64)), { name: 'web-1', image: 'docker.io/library/nginx:1' });
+  assert.deepEqual(namesFromContainerd({ id: 'redis-1', image: '', labels: {} }, 'redis-1'), { name: 'redis-1' });
+  assert.deepEqual(namesFromContainerd(null, 'x'), { name: 'x' });
 });
