@@ -133,6 +133,12 @@ export interface CgroupFs {
   readCountersSync(rel: string, reader: SyncFileReader, hint?: QuickReadHint): CounterSnapshot | null;
   /** pids.current and pids.max through `reader`; null when the cgroup is gone. */
   readPidsCurrentSync(rel: string, reader: SyncFileReader): { current: number; max: Limit } | null;
+  /**
+   * v2 with pids.events.local (6.11+): the cgroups below `rel` (down to `maxDepth` levels, at
+   * most `limit`, those `skip` does not exclude) whose own limit was hit: local "max" above 0.
+   * Absent where the kernel cannot tell (v1, older v2).
+   */
+  subCgroupsWithOwnPidsHits?(rel: string, maxDepth: number, limit: number, skip: (rel: string) => boolean): string[];
   /** pids.current alone (the limit changes rarely; the usage monitor reads it less often). */
   readPidsCurrentOnlySync(rel: string, reader: SyncFileReader): number | null;
   /** Memory usage alone. */

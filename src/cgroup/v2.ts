@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import path from 'node:path';
 import { allUnchanged, readParsedVia, cgroupDir, readCgroupFile, readParsed, readSyncParsed, writeCgroupFile } from './files';
 import { parseCpuMax, parseIdList, parseInteger, parseLimit, parseMemoryEvents, parsePidsEventsMax } from './parsers';
@@ -147,6 +148,33 @@ export class V2CgroupFs implements CgroupFs {
       }
     }
     return snap.pids === undefined && snap.memory === undefined ? null : snap;
+  }
+
+  subCgroupsWithOwnPidsHits(rel: string, maxDepth: number, limit: number, skip: (rel: string) => boolean): string[] {
+    const found: string[] = [];
+    const visit = (sub: string, depth: number): void => {
+      if (depth > maxDepth || found.length >= limit) return;
+      let entries: fs.Dirent[];
+      try {
+        entries = fs.readdirSync(this.dir('pids', sub), { withFileTypes: true });
+      } catch {
+        return; // gone
+      }
+      for (const e of entries) {
+        if (!e.isDirectory()) continue;
+        const child = `${sub === '/' ? '' : sub}/${e.name}`;
+        if (!skip(child)) {
+          try {
+            if (parsePidsEventsMax(fs.readFileSync(this.file(child, 'pids.events.local'), 'utf8')) > 0) found.push(child);
+          } catch {
+            /* gone, or an odd file: not a hit we can place */
+          }
+        }
+        visit(child, depth + 1);
+      }
+    };
+    visit(rel, 0);
+    return found;
   }
 
   readPidsCurrentSync(rel: string, reader: SyncFileReader): { current: number; max: Limit } | null {

@@ -6,8 +6,6 @@ import type { InotifyKinds } from '../kernel/capabilities';
 import { watchHealth } from '../kernel/inotify';
 import type { Logger } from '../log';
 import { attributeMemoryEvents, attributePidsHits, hitsBelow, type MemoryObservation, type PidsObservation } from './attribution';
-import fs from 'node:fs';
-import nodePath from 'node:path';
 import { CounterTracker, memoryLocalDeltas, type CgroupCounters } from './counter-diff';
 import type { EventSource, OomVictim } from './event';
 import { InotifySource } from './inotify-source';
@@ -192,31 +190,7 @@ export class DetectionEngine extends EventEmitter {
       return;
     }
     const ownerPath = entry.owner ?? path;
-    const found: string[] = [];
-    const dir = this.o.cgroups.dir('pids', path);
-    const visit = (rel: string, abs: string, depth: number): void => {
-      if (depth > 6 || found.length >= 32) return;
-      let entries: fs.Dirent[];
-      try {
-        entries = fs.readdirSync(abs, { withFileTypes: true });
-      } catch {
-        return;
-      }
-      for (const e of entries) {
-        if (!e.isDirectory()) continue;
-        const childRel = `${rel}/${e.name}`;
-        const childAbs = nodePath.join(abs, e.name);
-        if (!this.watched.has(childRel)) {
-          try {
-            if (Number(/^max (\d+)$/m.exec(fs.readFileSync(nodePath.join(childAbs, 'pids.events.local'), 'utf8'))?.[1] ?? 0) > 0) found.push(childRel);
-          } catch {
-            /* gone, or no local file */
-          }
-        }
-        visit(childRel, childAbs, depth + 1);
-      }
-    };
-    visit(path, dir, 0);
+    const found = this.o.cgroups.subCgroupsWithOwnPidsHits?.(path, 6, 32, (rel) => this.watched.has(rel)) ?? [];
     if (found.length === 0) {
       this.merger.counter({ cgroupPath: path, containerId: container.id, kind: 'pids-max', count, source, kernelAt });
       return;

@@ -87,12 +87,17 @@ export async function probeCapabilities(o: ProbeOptions): Promise<KernelCapabili
   } finally {
     for (const d of made.reverse()) await removeCgroup(d);
   }
-  const out: KernelCapabilities = { pidsInotify, pidsKmsg, memoryInotify, ...fileFacts(o.cgroups, o.procRoot), ...local, probeMs: Math.round(performance.now() - t0) };
+  const out: KernelCapabilities = { pidsInotify, pidsKmsg, memoryInotify, ...fileFacts(o.cgroups, o.procRoot, local), probeMs: Math.round(performance.now() - t0) };
   if (why.length > 0) out.unknownWhy = why.join('; ');
   return out;
 }
 
-function fileFacts(cgroups: CgroupFs, procRoot: string): Pick<KernelCapabilities, 'pidsEventsLocal' | 'memoryEventsLocal' | 'pidsLocaleventsMount' | 'memoryLocaleventsMount'> {
+/** `seen`: what the probe's own cgroup showed; only what it could not show is looked for among the root's children. */
+function fileFacts(
+  cgroups: CgroupFs,
+  procRoot: string,
+  seen: Partial<Pick<KernelCapabilities, 'pidsEventsLocal' | 'memoryEventsLocal'>> = {},
+): Pick<KernelCapabilities, 'pidsEventsLocal' | 'memoryEventsLocal' | 'pidsLocaleventsMount' | 'memoryLocaleventsMount'> {
   const v2 = cgroups.version === 'v2';
   let opts: string[] = [];
   try {
@@ -105,8 +110,8 @@ function fileFacts(cgroups: CgroupFs, procRoot: string): Pick<KernelCapabilities
   // every non-root cgroup, and the cgroup.controllers file tells nothing of them. The
   // interface files of a controller are listed by the kernel in each child directory only.
   return {
-    pidsEventsLocal: v2 && hasChildFile(cgroups, 'pids', 'pids.events.local'),
-    memoryEventsLocal: v2 && hasChildFile(cgroups, 'memory', 'memory.events.local'),
+    pidsEventsLocal: seen.pidsEventsLocal ?? (v2 && hasChildFile(cgroups, 'pids', 'pids.events.local')),
+    memoryEventsLocal: seen.memoryEventsLocal ?? (v2 && hasChildFile(cgroups, 'memory', 'memory.events.local')),
     pidsLocaleventsMount: opts.includes('pids_localevents'),
     memoryLocaleventsMount: opts.includes('memory_localevents'),
   };
