@@ -8,6 +8,8 @@
  * directory read-write on /run/out; then runs `node <script> ...args` with CGWD_UML=1,
  * CGWD_CGROUP_ROOT=/run/cg, CGWD_OUT=/run/out, records the exit status and halts.
  * Scripts report through test/uml/in-uml.ts `emit()`, which appends to results.jsonl.
+ * With `systemd: true` the host's systemd is PID 1 instead and runs the script as a service
+ * (CGWD_CGROUP_ROOT=/sys/fs/cgroup); see UmlOptions.systemd.
  */
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -27,6 +29,12 @@ export interface UmlOptions {
   env?: Record<string, string>;
   /** Keep the host temp directory (for debugging); by default it is removed. */
   keepDir?: boolean;
+  /**
+   * Boot the host's systemd as PID 1 (test/uml/init.sh, cgwd_systemd=1): basic.target, then
+   * the script as a oneshot service (cgwd-uml-test.service) with CGWD_CGROUP_ROOT=/sys/fs/cgroup
+   * (systemd's unified hierarchy), then poweroff. Default false: init.sh runs the script itself.
+   */
+  systemd?: boolean;
 }
 
 export interface UmlRun {
@@ -225,6 +233,7 @@ export async function runInUml(script: string, args: string[] = [], opts: UmlOpt
     `umid=${umid}`,
     `uml_dir=${umlDir}/`,
     `cgwd_out=${outDir}`,
+    ...(opts.systemd ? ['cgwd_systemd=1'] : []),
     'init=/bin/sh',
     '--',
     init,
