@@ -171,6 +171,12 @@ export interface MemoryObservation {
   hierarchical: boolean;
   /** Increases of memory.events.local (v2, 5.2+): this cgroup's own events, exactly. */
   localDeltas?: Partial<Record<Exclude<CounterKind, 'pids-max'>, number>>;
+  /**
+   * With local counters: whether what the hierarchical counter holds beyond its own events and
+   * its watched children's is this cgroup's (a container's unwatched sub-cgroups) or nobody's
+   * here (a pod: its containers' events, reported by them, also when they are gone).
+   */
+  ownsBelow?: boolean;
 }
 
 export interface MemoryAttribution {
@@ -209,7 +215,7 @@ export function attributeMemoryEvents(observations: readonly MemoryObservation[]
       if (!o.hierarchical || !o.localDeltas) continue;
       const p = norm(o.path);
       const own = o.localDeltas[kind] ?? 0;
-      const below = Math.max(0, (hier.get(p) ?? 0) - own - (childSum.get(p) ?? 0));
+      const below = o.ownsBelow === false ? 0 : Math.max(0, (hier.get(p) ?? 0) - own - (childSum.get(p) ?? 0));
       if (own + below > 0) out.push({ path: p, kind, count: own + below });
       counted.add(p);
     }

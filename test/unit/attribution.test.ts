@@ -125,6 +125,9 @@ test('memory.events.local: each cgroup\'s own events exactly, also when a child\
   // An OOM kill in a sub-cgroup nobody watches (the container's init.scope): in the container's
   // hierarchical counter, not in its local one: still the container's.
   assert.deepEqual(attributeMemoryEvents([{ path: C1, deltas: { 'oom-kill': 1 }, hierarchical: true, localDeltas: {} }]), [{ path: C1, kind: 'oom-kill', count: 1 }]);
+  // A pod whose container's scope was removed before it could be read (the OOM killed its
+  // last process): the pod's hierarchical counters moved, its own did not: not the pod's.
+  assert.deepEqual(attributeMemoryEvents([{ path: POD, deltas: { oom: 1, 'oom-kill': 1 }, hierarchical: true, localDeltas: {}, ownsBelow: false }]), []);
 });
 
 test('memory v1 (local counters): taken as they are', () => {
