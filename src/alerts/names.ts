@@ -159,6 +159,31 @@ export class NameResolver {
     }
   }
 
+  /**
+   * Whether a source could name the container now: a socket that exists, podman to run, a
+   * name that is the id. Cheap (stat calls); false means a lookup would find nothing.
+   */
+  canAsk(c: Pick<Container, 'runtime' | 'podUid' | 'namespace'>): boolean {
+    const o = this.opts;
+    const has = (p: string | undefined): boolean => !!p && fs.existsSync(p);
+    const cri = (): boolean => (o.criSockets ?? []).some(has);
+    const pods = (): boolean => !!c.podUid && has(o.kubernetesPodLogs);
+    switch (c.runtime) {
+      case 'docker':
+        return has(o.dockerSocket) || pods();
+      case 'podman':
+        return has(o.podmanSocket) || o.podmanBinary !== '';
+      case 'containerd':
+        return c.podUid ? cri() || pods() : !!c.namespace || has(o.containerdSocket);
+      case 'crio':
+        return cri() || pods();
+      case 'lxc':
+        return true;
+      default:
+        return pods();
+    }
+  }
+
   /** The container is gone. */
   forget(id: string): void {
     this.cache.delete(id);

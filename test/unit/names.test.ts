@@ -162,3 +162,21 @@ test("containerd's record: nerdctl's name label before the id, the image when it
   assert.deepEqual(namesFromContainerd({ id: 'redis-1', image: '', labels: {} }, 'redis-1'), { name: 'redis-1' });
   assert.deepEqual(namesFromContainerd(null, 'x'), { name: 'x' });
 });
+
+test('canAsk: only where a source exists, so alerts of containers nobody can name do not wait for a lookup', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cgwd-names-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const sock = path.join(dir, 'docker.sock');
+  const base = { dockerSocket: sock, podmanSocket: path.join(dir, 'podman.sock'), podmanBinary: '', kubernetesPodLogs: path.join(dir, 'pods'), criSockets: [path.join(dir, 'cri.sock')], containerdSocket: '', timeoutMs: 100, log: pino({ level: 'silent' }) };
+  const r = new NameResolver(base);
+  assert.equal(r.canAsk({ runtime: 'docker' }), false, 'no Docker socket');
+  fs.writeFileSync(sock, '');
+  assert.equal(r.canAsk({ runtime: 'docker' }), true);
+  assert.equal(r.canAsk({ runtime: 'podman' }), false, 'no podman socket, podman inspect off');
+  assert.equal(new NameResolver({ ...base, podmanBinary: 'podman' }).canAsk({ runtime: 'podman' }), true);
+  assert.equal(r.canAsk({ runtime: 'containerd', podUid: POD_UID }), false, 'no CRI socket, no pod logs');
+  fs.mkdirSync(path.join(dir, 'pods'));
+  assert.equal(r.canAsk({ runtime: 'containerd', podUid: POD_UID }), true);
+  assert.equal(r.canAsk({ runtime: 'containerd', namespace: 'default' }), true, 'the id is the name');
+  assert.equal(r.canAsk({ runtime: 'lxc' }), true);
+});
