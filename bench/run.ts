@@ -3,12 +3,16 @@
  * writes both to bench/results/ (latest.json, latest.md and a dated copy of each).
  *
  * Environment:
- *   BENCH_ONLY=detection,create,scale,alternatives   which to run (default: all)
+ *   BENCH_ONLY=detection,create,scale,churn,alternatives   which to run (default: all)
  *   BENCH_SAMPLES=60          latency samples per source (>= 50 for the report)
- *   BENCH_SCALE=100,1000,5000 container counts for the scale benchmark
- *   BENCH_IDLE_S=60           idle CPU window per scale step, seconds
+ *   BENCH_SCALE=1000,5000,10000 container counts for the scale benchmark
+ *   BENCH_IDLE_S=120          idle CPU window, seconds (with the C floor in the same window)
+ *   BENCH_IDLE_RUNS=3         idle windows per scale step; the median is reported
+ *   BENCH_CHURN_S=300         churn run length, seconds (100 cgroups a second)
  *   BENCH_OOM_SAMPLES=10      podman OOM containers
  *   BENCH_UML=0               skip the user-mode Linux (cgroup v2 inotify) run
+ *   BENCH_HOOK_SAMPLES=30     container starts per variant in the hooks part (podman, docker; with and without)
+ *   (BENCH_ONLY also takes "hooks": container start with and without the OCI hook / Docker wrapper)
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -16,9 +20,11 @@ import path from 'node:path';
 import { podmanOom, type PodmanOomResult } from './alternatives';
 import { createToLimit, type CreateToLimitResult } from './create-to-limit';
 import { detectionLatency, type DetectionResult } from './detection-latency';
+import { hooksBench, type HooksResult } from './hooks';
 import { cleanupAll, installSignalCleanup } from './lib/cleanup';
 import { BENCH_SRC, cleanupNative } from './lib/native';
 import type { Summary } from './lib/stats';
+import { churn, type ChurnResult } from './churn';
 import { scale, type ScaleRow } from './scale';
 
 interface Results {
@@ -31,15 +37,20 @@ interface Results {
   createToLimit?: CreateToLimitResult | { error: string };
   scale?: { rows: ScaleRow[]; skipped?: string } | { error: string };
   alternatives?: { podmanOom: PodmanOomResult | { error: string } };
+  hooks?: HooksResult | { error: string };
+  churn?: ChurnResult | { skipped: string } | { error: string };
 }
 
 const env = process.env;
-const ONLY = new Set((env.BENCH_ONLY ?? 'detection,create,scale,alternatives').split(',').map((s) => s.trim()));
+const ONLY = new Set((env.BENCH_ONLY ?? 'detection,create,scale,churn,alternatives,hooks').split(',').map((s) => s.trim()));
 const SAMPLES = Number(env.BENCH_SAMPLES ?? 60);
-const SIZES = (env.BENCH_SCALE ?? '100,1000,5000').split(',').map(Number).filter((n) => n > 0);
-const IDLE_S = Number(env.BENCH_IDLE_S ?? 60);
+const SIZES = (env.BENCH_SCALE ?? '1000,5000,10000').split(',').map(Number).filter((n) => n > 0);
+const IDLE_S = Number(env.BENCH_IDLE_S ?? 120);
+const IDLE_RUNS = Number(env.BENCH_IDLE_RUNS ?? 3);
+const CHURN_S = Number(env.BENCH_CHURN_S ?? 300);
 const OOM_SAMPLES = Number(env.BENCH_OOM_SAMPLES ?? 10);
 const UML = env.BENCH_UML !== '0';
+const HOOK_SAMPLES = Number(env.BENCH_HOOK_SAMPLES ?? 30);
 
 function hostFacts(): Record<string, unknown> {
   const read = (f: string): string | null => {
@@ -130,21 +141,38 @@ function table(r: Results): string {
   if (sc && isErr(sc)) out.push(`error: ${sc.error}`);
   else if (sc) {
     if (sc.skipped) out.push(`skipped: ${sc.skipped}`);
-    out.push('| containers | start (spawn -> ready) | reconcile at start | limits written | idle CPU (% core) | RSS | fds | /metrics p50 / p99, size | reconcile mean (n) | sweep mean | apply --dry-run |');
-    out.push('|---|---|---|---|---|---|---|---|---|---|---|');
+    out.push('| containers | start (spawn -> ready) | reconcile at start | limits written | idle CPU (% core), median | C 1 s sweep floor, same windows | RSS | fds | /metrics p50 / p99, size | swept every 1 s / safety net | reconcile mean (n) | sweep mean | apply --dry-run |');
+    out.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|');
     for (const x of sc.rows) {
       if (x.error) {
-        out.push(`| ${x.containers} | error: ${x.error.split('\n')[0]} | | | | | | | | | |`);
+        out.push(`| ${x.containers} | error: ${x.error.split('\n')[0]} | | | | | | | | | | | |`);
         continue;
       }
       const t = x.targets;
       const tag = (k: string): string => (t[k] ? ` (target ${t[k]!.target}: ${met(t[k]!.met)})` : '');
       out.push(
-        `| ${x.containers} | ${ms(x.startMs)}${tag('start')} | ${ms(x.reconcileAtStartMs)} | ${x.limitsWritten}/${x.containers} | ${x.idleCpuPercent ?? 'n/a'} % over ${x.idleSeconds} s${tag('idleCpu')}${x.catCpuPercent !== null ? ` (+ cat ${x.catCpuPercent} %)` : ''} | ${x.rssMb ?? 'n/a'} MB${tag('rss')} | ${x.fds ?? 'n/a'} | ${ms(x.scrapeMs.p50)} / ${ms(x.scrapeMs.p99)}, ${x.scrapeBytes !== null ? `${Math.round(x.scrapeBytes / 1024)} KiB` : 'n/a'}${tag('scrape')} | ${ms(x.reconcileMeanMs)} (${x.reconcileCount ?? '?'}) | ${ms(x.sweepMeanMs)} | ${ms(x.applyDryRunMs)} (exit ${x.applyDryRunExit}) |`,
+        `| ${x.containers} | ${ms(x.startMs)}${tag('start')} | ${ms(x.reconcileAtStartMs)} | ${x.limitsWritten}/${x.containers}${tag('limits')} | ${x.idleCpuPercent ?? 'n/a'} % (${(x.idleCpuRuns ?? []).join(', ')}; ${x.idleCpuRuns?.length ?? 0} x ${x.idleSeconds} s)${tag('idleCpu')}${x.catCpuPercent !== null ? ` (+ cat ${x.catCpuPercent} %)` : ''} | ${x.floorCpuPercent ?? 'n/a'} % (${(x.floorCpuRuns ?? []).join(', ')}) | ${x.rssMb ?? 'n/a'} MB${tag('rss')} | ${x.fds ?? 'n/a'}${tag('fds')} | ${ms(x.scrapeMs.p50)} / ${ms(x.scrapeMs.p99)} (n=${x.scrapeMs.n}), ${x.scrapeBytes !== null ? `${Math.round(x.scrapeBytes / 1024)} KiB` : 'n/a'}${tag('scrape')} | ${x.fastSwept ?? '?'} / ${x.netSwept ?? '?'} | ${ms(x.reconcileMeanMs)} (${x.reconcileCount ?? '?'}) | ${ms(x.sweepMeanMs)} | ${ms(x.applyDryRunMs)} (exit ${x.applyDryRunExit}) |`,
       );
     }
     out.push('');
     out.push(`(making the cgroups, 3 hierarchies: ${sc.rows.map((x) => `${x.containers}: ${x.mkdirSeconds} s`).join(', ')})`);
+  }
+  out.push('');
+  out.push('## 3b. Churn (container cgroups made and removed by a C generator, a real daemon)');
+  out.push('');
+  const ch = r.churn;
+  if (ch && 'error' in ch) out.push(`error: ${ch.error}`);
+  else if (ch && 'skipped' in ch) out.push(`skipped: ${ch.skipped}`);
+  else if (ch) {
+    const snap = (x: ChurnResult['before']): string => `RSS ${x.rssMb} MB, ${x.fds} fds, ${x.inotifyWatches} inotify watches; ${Object.entries(x.entries).map(([k, v]) => `${k} ${v}`).join(', ')}`;
+    out.push('| measure | figure | target | met |');
+    out.push('|---|---|---|---|');
+    out.push(`| cgroups made / limited / missed / removed (${ch.rate}/s for ${ch.seconds} s) | ${ch.made} / ${ch.limited} / ${ch.missed} / ${ch.removed} | none missed | ${met(ch.missed === 0 && ch.limited === ch.made)} |`);
+    out.push(`| mkdir -> pids.max written, read back by the generator | ${pp(ch.latencyMs)} | p99 < 20 ms | ${met(ch.latencyMs.p99 !== null ? ch.latencyMs.p99 < 20 : null)} |`);
+    out.push(`| daemon CPU during the churn | ${ch.daemonCpuPercent ?? 'n/a'} % of a core | | |`);
+    out.push(`| before | ${snap(ch.before)} | | |`);
+    out.push(`| half way | ${snap(ch.during)} | | |`);
+    out.push(`| after (40 s later) | ${snap(ch.after)} | back to before (RSS within 15 MB) | ${met(ch.leaks.length === 0)}${ch.leaks.length ? `: ${ch.leaks.join('; ')}` : ''} |`);
   }
   out.push('');
 
@@ -163,7 +191,26 @@ function table(r: Results): string {
     out.push(`| same containers (the OOM-killed hog is the main process) | | \`podman events\` "died" (exit 137, not labelled OOM; State.OOMKilled true for ${a.podmanOomKilledFlag} of ${a.samples}) | ${pp(a.podmanDied)} | |`);
   }
   out.push('');
+  out.push(...hooksTable(r.hooks));
   return out.join('\n');
+}
+
+function hooksTable(h: Results['hooks']): string[] {
+  if (!h) return [];
+  const out = ['## 5. Zero window: container start -> first output, with and without the hook (the first command prints its pids.max)', ''];
+  if (isErr(h)) return [...out, `error: ${h.error}`, ''];
+  out.push('| runtime | hook | start -> first output p50 / p99 | first process saw the policy value | printed |');
+  out.push('|---|---|---|---|---|');
+  for (const v of h.variants) {
+    const pct = v.samples ? Math.round((1000 * v.sawPolicy) / v.samples) / 10 : 0;
+    const hook = v.hook ? (v.runtime === 'docker' ? 'wrapper' : 'precreate hook') : 'none (the daemon\'s inotify path only)';
+    out.push(`| ${v.runtime} ${v.args.join(' ')} (policy ${v.policy}) | ${hook} | ${pp(v.startToOutput)} | ${v.sawPolicy}/${v.samples} (${pct} %)${v.hook ? ` (target 100 %: ${met(v.sawPolicy === v.samples)})` : ''} | ${Object.entries(v.values).map(([k, n]) => `${k} x${n}`).join(', ')} |`);
+  }
+  for (const a of h.added) out.push(`| ${a.runtime} | added by the hook (with - without) | ${ms(a.p50)} / ${ms(a.p99)} (target p99 < 30 ms: ${met(a.p99 !== null && a.p99 < 30)}) | | |`);
+  out.push(`| - | floor: \`node -e 0\` | ${pp(h.nodeFloor)} | | |`);
+  out.push(`| - | \`cgwatchdog hook precreate\` alone (a podman spec, config cached) | ${pp(h.hookAlone)} | | |`);
+  for (const k of h.skipped ?? []) out.push(`| skipped | ${k.split('\n')[0]} | | | |`);
+  return [...out, '', h.note, ''];
 }
 
 async function main(): Promise<void> {
@@ -172,13 +219,15 @@ async function main(): Promise<void> {
   const r: Results = {
     startedAt: new Date(started).toISOString(),
     host: hostFacts(),
-    settings: { only: [...ONLY], samples: SAMPLES, scale: SIZES, idleSeconds: IDLE_S, oomSamples: OOM_SAMPLES, uml: UML },
+    settings: { only: [...ONLY], samples: SAMPLES, scale: SIZES, idleSeconds: IDLE_S, idleRuns: IDLE_RUNS, oomSamples: OOM_SAMPLES, uml: UML, hookSamples: HOOK_SAMPLES },
   };
   try {
     if (ONLY.has('detection')) r.detection = await step('detection latency', () => detectionLatency({ samples: SAMPLES, uml: UML }));
     if (ONLY.has('create')) r.createToLimit = await step('create to limit', () => createToLimit(Math.max(SAMPLES, 100)));
     if (ONLY.has('alternatives')) r.alternatives = { podmanOom: await step('podman OOM vs us', () => podmanOom(OOM_SAMPLES)) };
-    if (ONLY.has('scale')) r.scale = await step('scale', () => scale(SIZES, IDLE_S));
+    if (ONLY.has('hooks')) r.hooks = await step('hooks (zero window)', () => hooksBench(HOOK_SAMPLES));
+    if (ONLY.has('scale')) r.scale = await step('scale', () => scale(SIZES, IDLE_S, IDLE_RUNS));
+    if (ONLY.has('churn')) r.churn = await step('churn', () => churn({ seconds: CHURN_S, log: (l) => process.stderr.write(`${l}\n`) }));
   } finally {
     await cleanupAll();
     cleanupNative();

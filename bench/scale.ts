@@ -4,18 +4,20 @@
  * (`node dist/src/cli.js run --config <tmp>`): time to discover and apply at start, idle CPU
  * over a window with the sweep at its default 1 s (utime+stime from /proc/<pid>/stat), RSS,
  * open fds, /metrics scrape time and size, reconcile duration (from its histogram), and
- * `apply --dry-run` wall time.
+ * `apply --dry-run` wall time. Beside it, in the same idle windows, the floor: a C program
+ * that preads every container's pids.events once a second through kept-open fds
+ * (floor/sweep-floor.c). The idle figure is the median of `runs` windows.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import YAML from 'yaml';
 import { benchRoot, hasV1, hex64, mkdirs, v1Dir } from './lib/cgroups';
-import { freePort, productionNodeFlags } from '../test/helpers/daemon';
+import { startBenchDaemon } from './lib/bench-daemon';
+import { childPids, cpuSeconds, fdCount, metric, rssMb, scrape } from './lib/proc-stats';
 import { onCleanup, trackChild } from './lib/cleanup';
 import { onLines } from './lib/lines';
+import { compile } from './lib/native';
 import { round, sleep, summarize, type Summary } from './lib/stats';
 
 const CONTROLLERS = ['pids', 'cpu', 'memory'];
@@ -33,8 +35,16 @@ export interface ScaleRow {
   /** pids.max written (not "max") on all N after start. */
   limitsWritten: number;
   idleSeconds: number;
-  /** % of one core over the idle window (daemon process; its `cat` child shown apart). */
+  /** % of one core over the idle window (daemon process; its `cat` child shown apart): the median of the windows. */
   idleCpuPercent: number | null;
+  /** Each window's figure, ours and the C floor's. */
+  idleCpuRuns: number[];
+  floorCpuRuns: number[];
+  /** The C 1 s pread sweep of every pids.events, median over the same windows. */
+  floorCpuPercent: number | null;
+  /** Cgroups the daemon reads every sweep / in the safety net (cgwatchdog_watches_active). */
+  fastSwept: number | null;
+  netSwept: number | null;
   catCpuPercent: number | null;
   rssMb: number | null;
   fds: number | null;
@@ -50,63 +60,6 @@ export interface ScaleRow {
 }
 
 
-const TICK = 100; // USER_HZ
-
-/** utime+stime of a process, seconds. */
-function cpuSeconds(pid: number): number | null {
-  try {
-    const st = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / TICK;
-  } catch {
-    return null;
-  }
-}
-
-function rssMb(pid: number): number | null {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? round(Number(m[1]) / 1024, 1) : null;
-  } catch {
-    return null;
-  }
-}
-
-function fdCount(pid: number): number | null {
-  try {
-    return fs.readdirSync(`/proc/${pid}/fd`).length;
-  } catch {
-    return null;
-  }
-}
-
-function childPids(pid: number): number[] {
-  try {
-    return fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-  } catch {
-    return [];
-  }
-}
-
-function scrape(port: number): Promise<{ ms: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const t0 = process.hrtime.bigint();
-    http
-      .get({ host: '127.0.0.1', port, path: '/metrics', agent: false }, (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => (body += c));
-        res.on('end', () => resolve({ ms: Number(process.hrtime.bigint() - t0) / 1e6, body }));
-      })
-      .on('error', reject);
-  });
-}
-
-function metric(body: string, name: string): number | null {
-  const m = new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'm').exec(body);
-  return m ? Number(m[1]) : null;
-}
-
 function runCli(args: string[]): Promise<{ code: number | null; ms: number }> {
   return new Promise((resolve) => {
     const t0 = process.hrtime.bigint();
@@ -115,7 +68,35 @@ function runCli(args: string[]): Promise<{ code: number | null; ms: number }> {
   });
 }
 
-async function one(n: number, idleSeconds: number): Promise<ScaleRow> {
+function median(xs: number[]): number | null {
+  if (xs.length === 0) return null;
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+
+/** The C floor sweeper over these pids.events files, running until stopped. */
+async function startFloor(files: string[], tmp: string): Promise<{ pid: number; stop: () => Promise<void> }> {
+  const bin = compile('floor/sweep-floor');
+  const list = path.join(tmp, 'floor-files');
+  fs.writeFileSync(list, files.join('\n') + '\n');
+  const c = spawn(bin, [list], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const untrack = trackChild(c, 'sweep floor');
+  await new Promise<void>((resolve, reject) => {
+    onLines(c.stdout!, (l) => {
+      if (l.startsWith('ready')) resolve();
+    });
+    c.once('exit', (code) => reject(new Error(`sweep-floor exited ${code}`)));
+  });
+  return {
+    pid: c.pid!,
+    stop: async () => {
+      c.kill('SIGKILL');
+      await untrack();
+    },
+  };
+}
+
+async function one(n: number, idleSeconds: number, runs: number): Promise<ScaleRow> {
   const row: ScaleRow = {
     containers: n,
     mkdirSeconds: 0,
@@ -125,6 +106,11 @@ async function one(n: number, idleSeconds: number): Promise<ScaleRow> {
     limitsWritten: 0,
     idleSeconds,
     idleCpuPercent: null,
+    idleCpuRuns: [],
+    floorCpuRuns: [],
+    floorCpuPercent: null,
+    fastSwept: null,
+    netSwept: null,
     catCpuPercent: null,
     rssMb: null,
     fds: null,
@@ -141,6 +127,7 @@ async function one(n: number, idleSeconds: number): Promise<ScaleRow> {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cgwd-bench-scale-'));
   const removeTmp = onCleanup('scale temp dir', () => fs.rmSync(tmp, { recursive: true, force: true }));
   let stopDaemon: (() => Promise<void>) | undefined;
+  let floor: { pid: number; stop: () => Promise<void> } | undefined;
   let child: ChildProcess | undefined;
   try {
     const t0 = Date.now();
@@ -153,48 +140,14 @@ async function one(n: number, idleSeconds: number): Promise<ScaleRow> {
     }
     row.mkdirSeconds = round((Date.now() - t0) / 1000, 1)!;
 
-    const port = await freePort();
-    const cfg = path.join(tmp, 'config.yaml');
-    fs.mkdirSync(path.join(tmp, 'state'));
-    fs.writeFileSync(
-      cfg,
-      YAML.stringify({
-        mode: 'enforce',
-        logLevel: 'info',
-        paths: { stateDir: path.join(tmp, 'state') },
-        kernel: { manage: false },
-        discovery: { roots: [root.rel] },
-        names: { podmanBinary: '' },
-        metrics: { enabled: true, listen: `127.0.0.1:${port}` },
-      }),
-    );
-    const spawnAt = process.hrtime.bigint();
-    // BENCH_CPU_PROF=<dir>: write a V8 CPU profile of each scale daemon there (node --cpu-prof).
-    const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`, `--cpu-prof-name=scale-${n}.cpuprofile`] : [];
-    child = spawn(process.execPath, [...prof, ...productionNodeFlags(), CLI, 'run', '--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const c = child;
-    const untrack = trackChild(c, `scale daemon ${n}`);
-    stopDaemon = async () => {
-      if (c.exitCode === null && c.signalCode === null) {
-        c.kill('SIGTERM');
-        await Promise.race([new Promise((r) => c.once('exit', r)), sleep(10_000)]);
-      }
-      await untrack();
-    };
-    let stderr = '';
-    c.stderr!.on('data', (b: Buffer) => (stderr = (stderr + b.toString()).slice(-2000)));
-    const ready = new Promise<Record<string, unknown>>((resolve, reject) => {
-      onLines(c.stdout!, (line) => {
-        try {
-          const j = JSON.parse(line) as Record<string, unknown>;
-          if (j.msg === 'initial reconcile done') resolve(j);
-        } catch {
-          /* not JSON */
-        }
-      });
-      c.once('exit', (code) => reject(new Error(`daemon exited ${code} before it was ready: ${stderr.trim()}`)));
-      setTimeout(() => reject(new Error(`daemon not ready within 120 s: ${stderr.trim()}`)), 120_000);
-    });
+    const d = await startBenchDaemon(`scale-${n}`, [root.rel], tmp);
+    stopDaemon = d.stop;
+    child = d.child;
+    const c = d.child;
+    const port = d.port;
+    const cfg = d.configPath;
+    const spawnAt = d.spawnAt;
+    const ready = d.ready;
     const line = await ready;
     row.startMs = round(Number(process.hrtime.bigint() - spawnAt) / 1e6, 1);
     row.reconcileAtStartMs = typeof line.startMs === 'number' ? line.startMs : null;
@@ -207,27 +160,46 @@ async function one(n: number, idleSeconds: number): Promise<ScaleRow> {
       }
     }
 
-    // Idle: let the start settle, then measure CPU over the window.
+    // Idle: CPU over each window, ours and the floor's side by side.
+    floor = await startFloor(rels.map((r) => path.join(v1Dir('pids', r), 'pids.events')), tmp);
+    // Steady state: the reconcile at start and the first scheduled one (which re-applies
+    // every container once more and takes the drift reference) are behind us.
+    for (let i = 0; i < 90; i++) {
+      if ((metric((await scrape(port)).body, 'cgwatchdog_reconcile_duration_seconds_count') ?? 0) >= 2) break;
+      await sleep(1000);
+    }
     await sleep(3000);
     const pid = c.pid!;
     const kids = childPids(pid);
-    const a0 = cpuSeconds(pid);
-    const k0 = kids.map(cpuSeconds);
-    const w0 = process.hrtime.bigint();
-    await sleep(idleSeconds * 1000);
-    const a1 = cpuSeconds(pid);
-    const k1 = kids.map(cpuSeconds);
-    const wall = Number(process.hrtime.bigint() - w0) / 1e9;
-    if (a0 !== null && a1 !== null) row.idleCpuPercent = round(((a1 - a0) / wall) * 100, 2);
-    const kd = k1.reduce<number>((s, v, i) => s + ((v ?? 0) - (k0[i] ?? 0)), 0);
-    row.catCpuPercent = kids.length ? round((kd / wall) * 100, 2) : null;
+    let kd = 0;
+    let kw = 0;
+    for (let r = 0; r < runs; r++) {
+      const a0 = cpuSeconds(pid);
+      const f0 = cpuSeconds(floor.pid);
+      const k0 = kids.map(cpuSeconds);
+      const w0 = process.hrtime.bigint();
+      await sleep(idleSeconds * 1000);
+      const a1 = cpuSeconds(pid);
+      const f1 = cpuSeconds(floor.pid);
+      const k1 = kids.map(cpuSeconds);
+      const wall = Number(process.hrtime.bigint() - w0) / 1e9;
+      if (a0 !== null && a1 !== null) row.idleCpuRuns.push(round(((a1 - a0) / wall) * 100, 2)!);
+      if (f0 !== null && f1 !== null) row.floorCpuRuns.push(round(((f1 - f0) / wall) * 100, 2)!);
+      kd += k1.reduce<number>((s, v, i) => s + ((v ?? 0) - (k0[i] ?? 0)), 0);
+      kw += wall;
+    }
+    await floor.stop();
+    floor = undefined;
+    row.idleCpuPercent = median(row.idleCpuRuns);
+    row.floorCpuPercent = median(row.floorCpuRuns);
+    row.catCpuPercent = kids.length ? round((kd / kw) * 100, 2) : null;
     row.rssMb = rssMb(pid);
     row.fds = fdCount(pid);
 
     // /metrics: a few scrapes, after the idle window (not to disturb it).
     const times: number[] = [];
     let body = '';
-    for (let i = 0; i < 5; i++) {
+    for (let i = 0; i < 20; i++) {
       const s = await scrape(port);
       times.push(s.ms);
       body = s.body;
@@ -241,6 +213,8 @@ async function one(n: number, idleSeconds: number): Promise<ScaleRow> {
     const ss = metric(body, 'cgwatchdog_sweep_duration_seconds_sum');
     const sc = metric(body, 'cgwatchdog_sweep_duration_seconds_count');
     row.sweepMeanMs = ss !== null && sc ? round((ss / sc) * 1000, 2) : null;
+    row.fastSwept = metric(body, 'cgwatchdog_watches_active\\{type="fast-swept-cgroups"\\}');
+    row.netSwept = metric(body, 'cgwatchdog_watches_active\\{type="net-swept-cgroups"\\}');
 
     const dry = await runCli(['apply', '--config', cfg, '--dry-run', '--json']);
     row.applyDryRunMs = round(dry.ms, 1);
@@ -248,24 +222,47 @@ async function one(n: number, idleSeconds: number): Promise<ScaleRow> {
   } catch (err) {
     row.error = (err as Error).message;
   } finally {
+    await floor?.stop();
     await stopDaemon?.();
     await root.remove();
     await removeTmp();
   }
-  if (n === 1000) {
-    row.targets = {
-      start: { target: '< 2000 ms', met: row.startMs !== null ? row.startMs < 2000 : null },
-      idleCpu: { target: '< 1 %', met: row.idleCpuPercent !== null ? row.idleCpuPercent < 1 : null },
-      rss: { target: '< 100 MB', met: row.rssMb !== null ? row.rssMb < 100 : null },
-      scrape: { target: '< 100 ms', met: row.scrapeMs.p99 !== null ? row.scrapeMs.p99 < 100 : null },
-    };
-  }
+  row.targets = targetsFor(row);
   return row;
 }
 
-export async function scale(sizes: number[], idleSeconds: number): Promise<{ rows: ScaleRow[]; skipped?: string }> {
+/** Per-process fds besides the per-container ones: stdio, the inotify fd, sockets, kmsg's pipe, libuv's. */
+const FD_CONSTANT = 64;
+
+function targetsFor(row: ScaleRow): ScaleRow['targets'] {
+  const n = row.containers;
+  const lt = (v: number | null, limit: number) => (v !== null ? v < limit : null);
+  const t: ScaleRow['targets'] = {};
+  if (n === 1000) {
+    t.start = { target: '< 2000 ms', met: lt(row.startMs, 2000) };
+    t.idleCpu = { target: '< 1 %', met: lt(row.idleCpuPercent, 1) };
+    t.rss = { target: '< 100 MB', met: lt(row.rssMb, 100) };
+    t.scrape = { target: '< 100 ms', met: lt(row.scrapeMs.p99, 100) };
+  }
+  if (n === 5000) {
+    const half = row.floorCpuPercent !== null ? round(row.floorCpuPercent / 2, 2)! : null;
+    t.idleCpu = { target: `< floor / 2 = ${half ?? '?'} %`, met: half !== null ? lt(row.idleCpuPercent, half) : null };
+    t.rss = { target: '< 100 MB', met: lt(row.rssMb, 100) };
+    t.fds = { target: `<= ${n} + ${FD_CONSTANT}`, met: row.fds !== null ? row.fds <= n + FD_CONSTANT : null };
+    t.scrape = { target: '< 100 ms', met: lt(row.scrapeMs.p99, 100) };
+  }
+  if (n === 10000) {
+    t.start = { target: '< 5000 ms', met: lt(row.startMs, 5000) };
+    t.rss = { target: '< 150 MB', met: lt(row.rssMb, 150) };
+    t.scrape = { target: '< 200 ms', met: lt(row.scrapeMs.p99, 200) };
+    t.limits = { target: `${n}/${n}`, met: row.limitsWritten === n };
+  }
+  return t;
+}
+
+export async function scale(sizes: number[], idleSeconds: number, runs = 3): Promise<{ rows: ScaleRow[]; skipped?: string }> {
   if (!hasV1(CONTROLLERS)) return { rows: [], skipped: 'no cgroup v1 pids/cpu/memory hierarchies' };
   const rows: ScaleRow[] = [];
-  for (const n of sizes) rows.push(await one(n, idleSeconds));
+  for (const n of sizes) rows.push(await one(n, idleSeconds, runs));
   return { rows };
 }

@@ -4,6 +4,7 @@ import { walkCgroups } from './discovery/walk';
 import { setupHost, type HostSetup } from './host-setup';
 import { hostPidsReport, type HostPids } from './kernel/host-report';
 import { raisePidMax, readPidMax } from './kernel/sysctl';
+import { limitOrigin, readRecord, type LimitOrigin } from './hook/records';
 import type { ApplyResult } from './policy/apply';
 import { applyAll } from './policy/reconcile';
 import { WrittenStore } from './policy/written-store';
@@ -17,8 +18,14 @@ export interface ApplyReport {
   hostCores: number;
   /** Our cgroup namespace as seen at start (a blind one stops the command before this report). */
   cgroupNamespace: HostSetup['cgroupNamespace'];
-  /** Each container's result, with its directory in every controller hierarchy. */
-  containers: (ApplyResult & { cgroupDirs: Record<string, string> })[];
+  /**
+   * Each container's result, with its directory in every controller hierarchy, where its limit
+   * came from (an OCI hook at creation, the daemon afterwards, the runtime's own) and what the
+   * hook did, if one ran.
+   */
+  containers: (ApplyResult & { cgroupDirs: Record<string, string>; limitOrigin?: LimitOrigin; hook?: { stage: string; action: string; value?: number | 'max'; at: string; failed?: boolean } })[];
+  /** How many containers had their limit from their creation (a hook), only afterwards (the daemon), or from their runtime. */
+  limitOrigins: Record<LimitOrigin, number>;
   pidMax: { before: number | null; target: number; after: number | null; changed: boolean; note?: string; error?: string };
   host: HostPids;
   problems: string[];
@@ -51,8 +58,26 @@ export async function runApply(config: Config, opts: { dryRun: boolean }): Promi
   const containers: Container[] = found.map((f) => ({ ...f, seenAt: now, seenHr: process.hrtime.bigint() }));
   const written = new WrittenStore(config.paths.stateDir);
   const noWriteReason = opts.dryRun ? 'dry run' : config.mode === 'observe' ? 'observe mode' : undefined;
-  const results = await applyAll({ cgroups: host.cgroups, config: effective, hostCores: host.hostCores, written, noWriteReason }, containers);
+  const hooks = new Map(containers.map((c) => [c.cgroupPath, readRecord(config.paths.stateDir, c.cgroupPath)]));
+  const hookValue = (p: string): number | undefined => {
+    const r = hooks.get(p);
+    return r?.wrote && typeof r.value === 'number' ? r.value : undefined;
+  };
+  const wroteBefore = new Set(written.keys());
+  const results = await applyAll({ cgroups: host.cgroups, config: effective, hostCores: host.hostCores, written, noWriteReason, hookValue }, containers);
   if (writes) written.flush();
+  const limitOrigins: Record<LimitOrigin, number> = { creation: 0, daemon: 0, runtime: 0 };
+  const reported = results.map((r) => {
+    const h = hooks.get(r.cgroupPath);
+    const origin = limitOrigin(h, r, wroteBefore.has(r.cgroupPath));
+    if (origin) limitOrigins[origin]++;
+    return {
+      ...r,
+      cgroupDirs: controllerDirs(host.cgroups, r.cgroupPath),
+      ...(origin ? { limitOrigin: origin } : {}),
+      ...(h ? { hook: { stage: h.stage, action: h.action, value: h.value, at: new Date(h.at).toISOString(), ...(h.failed ? { failed: true } : {}) } } : {}),
+    };
+  });
   const hostReport = await hostPidsReport(config.paths.procRoot, results.map((r) => r.newPidsMax));
   return {
     ok: pidMax.error === undefined && results.every((r) => r.action !== 'error'),
@@ -62,7 +87,8 @@ export async function runApply(config: Config, opts: { dryRun: boolean }): Promi
     layout: host.cgroups.layout.mode,
     hostCores: host.hostCores,
     cgroupNamespace: host.cgroupNamespace,
-    containers: results.map((r) => ({ ...r, cgroupDirs: controllerDirs(host.cgroups, r.cgroupPath) })),
+    containers: reported,
+    limitOrigins,
     pidMax,
     host: hostReport,
     problems: host.problems,
@@ -98,14 +124,17 @@ export function formatApply(r: ApplyReport): string {
     c.policyValue == null ? '-' : String(c.policyValue),
     `${c.oldPidsMax ?? '-'} -> ${c.newPidsMax ?? '-'}`,
     c.action === 'set' && !c.written ? verb : c.action,
+    c.limitOrigin === 'creation' ? `creation (${c.hook?.stage})` : (c.limitOrigin ?? '-'),
     c.reason,
   ]);
-  const head = ['ID', 'RUNTIME', 'CGROUP', 'CORES', 'POLICY', 'PIDS.MAX', 'ACTION', 'WHY'];
+  const head = ['ID', 'RUNTIME', 'CGROUP', 'CORES', 'POLICY', 'PIDS.MAX', 'ACTION', 'LIMIT FROM', 'WHY'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
   const fmt = (row: string[]) => row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ');
   lines.push(fmt(head));
   for (const row of rows) lines.push(fmt(row));
   if (rows.length === 0) lines.push('(no containers found)');
+  const o = r.limitOrigins;
+  if (rows.length > 0) lines.push(`limits: ${o.creation} from creation (OCI hook / Docker wrapper), ${o.daemon} only afterwards (cgwatchdog after the start), ${o.runtime} the runtime's own`);
   lines.push('');
   const pm = r.pidMax;
   if (pm.error) lines.push(`kernel.pid_max: error: ${pm.error}`);

@@ -6,17 +6,24 @@ process.env.UV_THREADPOOL_SIZE ??= '8';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { checkSecrets, ConfigError, loadConfig, validateConfig } from './config/load';
 import type { Config } from './config/schema';
-import { createLogger } from './log';
-import { runApply, formatApply } from './apply-command';
-import { Daemon } from './daemon';
+import { DEFAULT_CONFIG } from './hook/hook-config';
+
+// The other modules are loaded by the command that needs them: `hook` runs at every container
+// start and must not pay for zod, yaml, pino and prom-client (~100 ms under load here).
 
 const USAGE = `Usage: cgwatchdog <command> [options]
 
 Commands:
   run      run the daemon: enforce the PID policy, raise kernel.pid_max, detect limit hits
   apply    one reconcile pass, print what was found and done, then exit
+  hook <precreate|prestart|createRuntime>
+           the OCI hook (podman, CRI-O): the policy value in place before the first process
+  install-hooks --runtime podman|crio|docker [--hooks-dir DIR] [--config FILE]
+                [--print-runtime-path] [--uninstall]
+           podman/CRI-O: the hooks JSON in DIR (default /etc/containers/oci/hooks.d);
+           docker: the runtime wrapper in DIR (default /usr/local/lib/cgwatchdog) and the
+           daemon.json lines to add
 
 Options:
   --config FILE   config file (default /etc/cgwatchdog/config.yaml if present, else built-in defaults)
@@ -26,7 +33,6 @@ Options:
   -v, --version   the version
 `;
 
-const DEFAULT_CONFIG = '/etc/cgwatchdog/config.yaml';
 
 function version(): string {
   const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string };
@@ -40,6 +46,7 @@ function fail(message: string, code = 2): never {
 }
 
 function readConfig(file: string | undefined): { config: Config; file: string | null } {
+  const { loadConfig, validateConfig } = require('./config/load') as typeof import('./config/load');
   if (file) return { config: loadConfig(file), file };
   if (fs.existsSync(DEFAULT_CONFIG)) return { config: loadConfig(DEFAULT_CONFIG), file: DEFAULT_CONFIG };
   return { config: validateConfig({}, 'built-in defaults'), file: null };
@@ -55,6 +62,10 @@ async function main(argv: string[]): Promise<number> {
         config: { type: 'string', short: 'c' },
         'dry-run': { type: 'boolean' },
         json: { type: 'boolean' },
+        runtime: { type: 'string' },
+        'hooks-dir': { type: 'string' },
+        'print-runtime-path': { type: 'boolean' },
+        uninstall: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -73,9 +84,17 @@ async function main(argv: string[]): Promise<number> {
   }
   const command = positionals[0];
   if (!command) fail('no command given; see cgwatchdog --help');
+  if (command === 'hook') return hook(positionals, values.config);
   if (positionals.length > 1) fail(`unexpected argument "${positionals[1]}"; see cgwatchdog --help`);
-  if (command !== 'run' && command !== 'apply') fail(`unknown command "${command}"; see cgwatchdog --help`);
+  if (command !== 'run' && command !== 'apply' && command !== 'install-hooks') fail(`unknown command "${command}"; see cgwatchdog --help`);
   if (command === 'run' && (values['dry-run'] || values.json)) fail('--dry-run and --json go with "apply", not "run"');
+  const hookOptions = ['runtime', 'hooks-dir', 'print-runtime-path', 'uninstall'] as const;
+  if (command !== 'install-hooks') {
+    const stray = hookOptions.find((k) => values[k] !== undefined);
+    if (stray) fail(`--${stray} goes with "install-hooks", not "${command}"`);
+  } else return installHooksCommand(values);
+
+  const { checkSecrets, ConfigError } = await import('./config/load');
 
   let loaded;
   try {
@@ -87,11 +106,14 @@ async function main(argv: string[]): Promise<number> {
   }
 
   if (command === 'apply') {
+    const { runApply, formatApply } = await import('./apply-command');
     const report = await runApply(loaded.config, { dryRun: values['dry-run'] === true });
     process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : formatApply(report));
     return report.ok ? 0 : 1;
   }
 
+  const { createLogger } = await import('./log');
+  const { Daemon } = await import('./daemon');
   const log = createLogger(loaded.config.logLevel);
   // Every callback from the outside handles its own errors; what still escapes is a bug. A
   // rejected promise is logged and survived (detection goes on); an exception thrown out of a
@@ -129,6 +151,42 @@ async function main(argv: string[]): Promise<number> {
     fail((err as Error).message, 1);
   }
   return -1; // keep running
+}
+
+/** `cgwatchdog hook <stage>`: the OCI state or config.json on stdin; precreate prints the config. */
+async function hook(positionals: string[], configFile: string | undefined): Promise<number> {
+  const stage = positionals[1];
+  if (!stage) fail('hook: no stage given (precreate, prestart or createRuntime)');
+  if (positionals.length > 2) fail(`hook: unexpected argument "${positionals[2]}"`);
+  const { runHook } = await import('./hook/oci-hook');
+  const r = await runHook(stage, fs.readFileSync(0, 'utf8'), { configFile });
+  for (const line of r.log) process.stderr.write(`${line}\n`);
+  if (r.stdout) await new Promise<void>((resolve) => process.stdout.write(r.stdout, () => resolve()));
+  return r.exitCode;
+}
+
+function installHooksCommand(values: { runtime?: string; 'hooks-dir'?: string; config?: string; 'print-runtime-path'?: boolean; uninstall?: boolean; 'dry-run'?: boolean; json?: boolean }): number {
+  if (values['dry-run'] || values.json) fail('--dry-run and --json go with "apply", not "install-hooks"');
+  const { HOOK_RUNTIMES, installHooks } = require('./hook/install') as typeof import('./hook/install');
+  const runtime = values.runtime;
+  if (!runtime) fail(`install-hooks: --runtime is required (${HOOK_RUNTIMES.join(', ')})`);
+  if (!(HOOK_RUNTIMES as readonly string[]).includes(runtime)) fail(`install-hooks: --runtime is "${runtime}": expected ${HOOK_RUNTIMES.join(', ')}`);
+  if (values['print-runtime-path'] && runtime !== 'docker') fail('install-hooks: --print-runtime-path goes with --runtime docker');
+  // A config the hooks could not read is refused now, not at the first container.
+  if (values.config && !values.uninstall) {
+    try {
+      readConfig(values.config);
+    } catch (err) {
+      fail((err as Error).message);
+    }
+  }
+  try {
+    const r = installHooks({ runtime: runtime as 'podman' | 'crio' | 'docker', dir: values['hooks-dir'], configFile: values.config, uninstall: values.uninstall });
+    process.stdout.write(values['print-runtime-path'] && !values.uninstall ? `${r.file}\n` : `${r.instructions.replace(/\n?$/, '\n')}`);
+    return 0;
+  } catch (err) {
+    fail(`install-hooks: ${(err as Error).message}`, 1);
+  }
 }
 
 main(process.argv.slice(2)).then(

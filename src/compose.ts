@@ -6,7 +6,7 @@ import { UsageMonitor } from './detect/usage-monitor';
 import type { ContainerRecord } from './discovery/container';
 import { Inventory } from './discovery/inventory';
 import type { HostSetup } from './host-setup';
-import { inotifyFor, type KernelCapabilities } from './kernel/capabilities';
+import { inotifyFor, sweepCoverage, type KernelCapabilities } from './kernel/capabilities';
 import { watchHealth } from './kernel/inotify';
 import { ContainerKeeper, type KeeperHooks } from './keeper';
 import type { Logger } from './log';
@@ -44,6 +44,8 @@ export function compose(config: () => Config, host: HostSetup, caps: KernelCapab
     kmsg: cfg.detection.kmsg,
     kmsgPath: cfg.paths.kmsg,
     sweepIntervalMs: cfg.detection.sweepIntervalMs,
+    // Only what no source reports is swept every interval (v1 on 6.18: a cgroup's PID-limit hits after its first).
+    coverage: coverageFor(cfg, caps, cgroups.version),
     memoryUnlimited: (path) => inventory.get(path)?.usage?.memoryLimit === 'max',
     ownerOf: (path) => inventory.owner(path),
   });
@@ -92,7 +94,7 @@ export function compose(config: () => Config, host: HostSetup, caps: KernelCapab
     hooks.event?.(e);
     pipeline.event(e);
   });
-  engine.on('sweep', sweepObserver(metrics, engine, keeper, pipeline));
+  engine.on('sweep', sweepObserver(metrics, engine, keeper, pipeline, inventory));
   usage.on('transition', (t, c) => pipeline.warning(t, c));
   inventory.on('added', (c: ContainerRecord) => {
     engine.add(c);
@@ -113,8 +115,13 @@ export function compose(config: () => Config, host: HostSetup, caps: KernelCapab
   return { inventory, keeper, engine, usage, alerts: pipeline, metrics };
 }
 
+/** What the measured kernel and this config report without a read (the sweep reads the rest fast). */
+export function coverageFor(cfg: Config, caps: KernelCapabilities, version: 'v1' | 'v2') {
+  return sweepCoverage(caps, version, { inotify: cfg.detection.inotify, kmsg: cfg.detection.kmsg, alerted: (k) => !cfg.alerts.metricOnlyKinds.includes(k) });
+}
+
 /** After each sweep: the gauges of the sources, and the engine's totals as counter increments. */
-function sweepObserver(metrics: DaemonMetricsState, engine: DetectionEngine, keeper: ContainerKeeper, alerts: AlertPipeline): (seconds: number) => void {
+function sweepObserver(metrics: DaemonMetricsState, engine: DetectionEngine, keeper: ContainerKeeper, alerts: AlertPipeline, inventory: Inventory): (seconds: number) => void {
   let last = { parsed: 0, unparsed: 0, wrapped: 0, restarts: 0 };
   return (seconds) => {
     const dm = metrics.daemon;
@@ -124,6 +131,11 @@ function sweepObserver(metrics: DaemonMetricsState, engine: DetectionEngine, kee
     dm.watchesActive.set({ type: 'inotify-files' }, w.inotify);
     dm.watchesActive.set({ type: 'cgroup-dirs' }, keeper.watchCount);
     dm.watchesActive.set({ type: 'open-counter-files' }, w.openFiles);
+    const st = engine.stats;
+    dm.watchesActive.set({ type: 'fast-swept-cgroups' }, st.fastSwept);
+    dm.watchesActive.set({ type: 'net-swept-cgroups' }, st.netSwept);
+    const entries: Record<string, number> = { containers: inventory.size, departed: inventory.departedCount, 'watched-cgroups': w.cgroups, 'counter-baselines': engine.tracker.size, 'open-fds': w.openFiles, 'pinned-files': engine.reader.pinnedCount, 'fast-swept': st.fastSwept, 'safety-net': st.netSwept, 'inotify-watches': w.inotify + keeper.watchCount };
+    for (const [map, n] of Object.entries(entries)) dm.stateEntries.set({ map }, n);
     dm.outboxDepth.set(alerts.outbox?.depth() ?? 0);
     for (const [source, up] of Object.entries(engine.sourcesUp())) dm.sourceUp.set({ source }, up ? 1 : 0);
     const { kmsgRestarts, kmsgRecords: k } = engine.stats;

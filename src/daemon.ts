@@ -5,7 +5,7 @@ import si from 'systeminformation';
 import { readDistro } from './kernel/os-release';
 import { checkSecrets, loadConfig } from './config/load';
 import type { Config } from './config/schema';
-import { compose, type DaemonHooks, type Parts } from './compose';
+import { compose, coverageFor, type DaemonHooks, type Parts } from './compose';
 import type { Inventory } from './discovery/inventory';
 import { setupHost, type HostSetup } from './host-setup';
 import { hostPidsReport } from './kernel/host-report';
@@ -215,7 +215,7 @@ export class Daemon {
     this.config = next;
     if (!same((c) => [c.kernel, c.mode])) await this.raisePidMax();
     const { cgroups } = this.host;
-    parts.engine.reconfigure({ sweepIntervalMs: next.detection.sweepIntervalMs, kmsg: next.detection.kmsg, kmsgPath: next.paths.kmsg, inotify: inotifyFor(this.caps, cgroups.version, next.detection.inotify) });
+    parts.engine.reconfigure({ sweepIntervalMs: next.detection.sweepIntervalMs, kmsg: next.detection.kmsg, kmsgPath: next.paths.kmsg, inotify: inotifyFor(this.caps, cgroups.version, next.detection.inotify), coverage: coverageFor(next, this.caps, cgroups.version) });
     parts.usage.reconfigure(next.detection.warnings.intervalMs, next.detection.warnings);
     await parts.alerts.reconfigure(next);
     if (!same((c) => [c.discovery.roots, c.discovery.maxDepth, c.discovery.runtimes, c.discovery.extraPatterns, c.discovery.containerdNamespaces, c.discovery.dockerCgroupParents])) {

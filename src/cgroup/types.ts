@@ -79,6 +79,9 @@ export interface SyncFileReader {
   /** Content, or null when the file (its cgroup) is gone. */
   read(path: string): string | null;
   readIfChanged?(path: string): string | null | typeof UNCHANGED;
+  /** Keep this file's fd open (a reader that keeps only some open). */
+  pin?(path: string): void;
+  unpin?(path: string): void;
 }
 
 /**

@@ -207,6 +207,16 @@ export const ConfigSchema = z
       })
       .strict()
       .prefault({}),
+    hooks: z
+      .object({
+        // false (fail open): a hook that cannot set the limit lets the container start (logged,
+        // counted; the daemon applies the limit as without hooks). true: the container is refused.
+        failClosed: z.boolean().default(false),
+        // The real runc the Docker wrapper runs; "" finds it in /usr/bin, /usr/sbin, /usr/local/bin.
+        runcPath: z.union([z.literal(''), z.string().regex(/^\/[^\0]*$/, 'an absolute path')]).default(''),
+      })
+      .strict()
+      .prefault({}),
     metrics: z
       .object({
         enabled: z.boolean().default(true),

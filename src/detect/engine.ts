@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { CounterReader } from '../cgroup/counter-reader';
 import type { CgroupFs } from '../cgroup/types';
 import type { Container } from '../discovery/container';
-import type { InotifyKinds } from '../kernel/capabilities';
+import { NO_COVERAGE, type InotifyKinds, type SweepCoverage } from '../kernel/capabilities';
 import { watchHealth } from '../kernel/inotify';
 import type { Logger } from '../log';
 import { attributeMemoryEvents, attributePidsHits, hitsBelow, type MemoryObservation, type PidsObservation } from './attribution';
@@ -11,8 +11,12 @@ import type { EventSource, OomVictim } from './event';
 import { InotifySource } from './inotify-source';
 import { KmsgSource } from './kmsg-source';
 import { EventMerger } from './merge';
+import { SafetyNet } from './safety-net';
 import { SweepSource } from './sweep-source';
 import { Yielder } from '../yielder';
+
+/** The counter files a sweep reads (the others in counterFiles are usage, limits and policy inputs). */
+const EVENT_FILE = /\/(pids\.events|pids\.events\.local|memory\.events|memory\.events\.local|memory\.failcnt|memory\.oom_control)$/;
 
 export interface EngineOptions {
   cgroups: CgroupFs;
@@ -22,6 +26,13 @@ export interface EngineOptions {
   kmsg: boolean;
   kmsgPath: string;
   sweepIntervalMs: number;
+  /**
+   * What the kernel reports without being read (sweepCoverage, from the capability probe):
+   * only the rest is swept every interval. Default: nothing covered, everything swept fast.
+   */
+  coverage?: SweepCoverage;
+  /** How often the safety net reaches every cgroup (default NET_PERIOD_MS, 60 s). */
+  netPeriodMs?: number;
   /** The container a cgroup belongs to, also one removed a moment ago (Inventory.owner). */
   ownerOf?: (path: string) => Container | undefined;
   /** Whether a cgroup's own memory limit is "max", as last read (lets quick sweeps skip its memory files). */
@@ -36,6 +47,9 @@ export interface EngineStats {
   kmsgRestarts: number;
   sweeps: number;
   lastSweepMs: number;
+  /** Cgroups read every sweep (what no source reports) and the safety net's ring. */
+  fastSwept: number;
+  netSwept: number;
 }
 
 /**
@@ -63,12 +77,22 @@ interface Watched {
 export class DetectionEngine extends EventEmitter {
   readonly tracker = new CounterTracker();
   /** Shared with the usage monitor: one set of kept-open fds per cgroup. */
-  readonly reader = new CounterReader();
+  readonly reader = new CounterReader({ pinnedOnly: true });
   private readonly watched = new Map<string, Watched>();
   private readonly merger: EventMerger;
   private readonly kmsg: KmsgSource;
   private readonly inotify: InotifySource;
   private readonly sweeper: SweepSource;
+  /**
+   * Watched cgroups whose hits nothing reports, read every sweep. v1 on a kernel that does not
+   * notify pids.events (6.18, 7.2): kmsg prints "fork rejected" for a cgroup's first
+   * rejection only, so a cgroup joins at its first hit (or at a read showing one already
+   * counted) and stays for its life.
+   */
+  private readonly fast = new Set<string>();
+  /** Every watched cgroup, read once a period, spread: the safety net. */
+  private readonly net: SafetyNet;
+  private lastWrapped = 0;
   running = false;
 
   constructor(private readonly o: EngineOptions) {
@@ -85,11 +109,12 @@ export class DetectionEngine extends EventEmitter {
     this.merger = new EventMerger((e) => this.emit('event', e.kind === 'oom-kill' && e.victim?.global ? { ...e, cgroupPath: '/' } : e), { mergeWindowMs });
     this.kmsg = new KmsgSource(o.kmsgPath, { hit: (cg, kind, at, task) => this.onHit(kind === 'oom-kill' ? this.oomSubject(cg, task) : cg, kind, at), oomVictim: (cg, v, at) => this.onVictim(cg, v, at) }, o.log, o.victimWaitMs);
     this.inotify = new InotifySource(o.cgroups, o.inotify, (path, only) => this.check(path, 'inotify', Date.now(), false, only));
+    this.net = new SafetyNet(o.netPeriodMs);
     this.sweeper = new SweepSource(o.sweepIntervalMs, (full) => this.sweepAll(full), (seconds) => this.emit('sweep', seconds));
   }
 
   get stats(): EngineStats {
-    return { kmsgRecords: this.kmsg.stats.records, kmsgRestarts: this.kmsg.stats.restarts, sweeps: this.sweeper.sweeps, lastSweepMs: this.sweeper.lastMs };
+    return { kmsgRecords: this.kmsg.stats.records, kmsgRestarts: this.kmsg.stats.restarts, sweeps: this.sweeper.sweeps, lastSweepMs: this.sweeper.lastMs, fastSwept: this.allFast() ? this.watched.size : this.fast.size, netSwept: this.net.size };
   }
 
   get watchCount(): { inotify: number; cgroups: number; openFiles: number } {
@@ -106,7 +131,8 @@ export class DetectionEngine extends EventEmitter {
    * A reload: the sweep interval, kmsg on/off or its path, inotify on/off, in place. Counters,
    * baselines and held events stay, so nothing that happens meanwhile is lost or repeated.
    */
-  reconfigure(o: Pick<EngineOptions, 'sweepIntervalMs' | 'kmsg' | 'kmsgPath' | 'inotify'>): void {
+  reconfigure(o: Pick<EngineOptions, 'sweepIntervalMs' | 'kmsg' | 'kmsgPath' | 'inotify' | 'coverage'>): void {
+    if (o.coverage) this.o.coverage = o.coverage;
     this.o.sweepIntervalMs = o.sweepIntervalMs;
     this.sweeper.setInterval(o.sweepIntervalMs);
     if (o.kmsg !== this.o.kmsg || o.kmsgPath !== this.o.kmsgPath) {
@@ -130,7 +156,9 @@ export class DetectionEngine extends EventEmitter {
     this.kmsg.stop();
     this.merger.flush();
     this.inotify.stop();
+    for (const p of this.watched.keys()) this.net.delete(p);
     this.watched.clear();
+    this.fast.clear();
     this.reader.close();
   }
 
@@ -213,6 +241,7 @@ export class DetectionEngine extends EventEmitter {
     // Baseline first: what happened before we watched is not news.
     this.readFamily([path]);
     this.inotify.add(path);
+    this.net.add(path);
   }
 
   private unwatch(path: string): void {
@@ -220,10 +249,12 @@ export class DetectionEngine extends EventEmitter {
     if (!w || --w.refs > 0) return;
     this.inotify.remove(path);
     this.watched.delete(path);
+    this.fast.delete(path);
+    this.net.delete(path);
     if (w.owner) this.watched.get(w.owner)?.subs?.delete(path);
     this.tracker.forget(path);
     this.merger.cgroupGone(path);
-    for (const f of this.o.cgroups.counterFiles(path)) this.reader.forget(f);
+    for (const f of this.o.cgroups.counterFiles(path)) this.reader.forgetFile(f);
   }
 
   /** The top of the family a watched cgroup is read with: its pod's cgroup, else its container's. */
@@ -276,6 +307,9 @@ export class DetectionEngine extends EventEmitter {
       const before = this.tracker.get(path)?.pids?.localMax;
       const beforeMemory = this.tracker.get(path)?.memory;
       const diff = this.tracker.update(path, read);
+      // A counted hit the kernel will not print again (kmsg logs a cgroup's first rejection
+      // only): from now on only reading this cgroup shows its hits.
+      if (read.pids && !this.cov.pidsInotify && (read.pids.localMax ?? read.pids.max) > 0) this.joinFast(path);
       const pidsDelta = diff.increases.find((i) => i.kind === 'pids-max')?.count ?? 0;
       const local = read.pids?.localMax;
       if (read.pids) pids.push({ path, delta: pidsDelta, hierarchical: local !== undefined, ...(local !== undefined ? { localDelta: before === undefined || diff.rebaselined.includes('pids') ? 0 : Math.max(0, local - before) } : {}) });
@@ -330,16 +364,54 @@ export class DetectionEngine extends EventEmitter {
     return this.running ? this.sweeper.sweep() : Promise.resolve();
   }
 
-  /** One sweep: read every watched family, yielding to the event loop between chunks. */
+  /** Read every sweep from now on, through kept-open fds. */
+  private joinFast(path: string): void {
+    if (this.fast.has(path) || !this.watched.has(path)) return;
+    this.fast.add(path);
+    for (const f of this.o.cgroups.counterFiles(path)) if (EVENT_FILE.test(f)) this.reader.pin(f);
+  }
+
+  private get cov(): SweepCoverage {
+    return this.o.coverage ?? NO_COVERAGE;
+  }
+
+  /** No source reports some kind of hit of any cgroup (or kmsg, that would, is down): every cgroup is swept fast. */
+  private allFast(): boolean {
+    const c = this.cov;
+    const kmsgUp = this.o.kmsg && this.kmsg.up;
+    return !(c.pidsInotify || (c.pidsKmsgFirst && kmsgUp)) || !(c.memoryInotify || (c.memoryKmsg && kmsgUp));
+  }
+
+  /**
+   * One sweep: the fast set (every cgroup when a kind of hit has no source), and the safety
+   * net's share of this tick; yields to the event loop between chunks. A kmsg ring buffer
+   * that wrapped lost records, perhaps a first "fork rejected": everything is read at once.
+   */
   private async sweepAll(full: boolean): Promise<void> {
     if (!this.running) return;
-    const tops = new Set<string>();
-    for (const path of this.watched.keys()) tops.add(this.topOf(path));
+    const wrapped = this.kmsg.stats.records.wrapped;
+    const lost = wrapped !== this.lastWrapped;
+    this.lastWrapped = wrapped;
+    const tops = new Map<string, boolean>();
+    const everything = lost || this.allFast();
+    // Files read every second stay open; while only the fast set is, only its files do.
+    this.reader.setPinnedOnly(!this.allFast());
+    if (everything) {
+      for (const path of this.watched.keys()) tops.set(this.topOf(path), full);
+    } else {
+      for (const path of this.fast) tops.set(this.topOf(path), full);
+      for (const path of this.inotify.refusedPaths()) tops.set(this.topOf(path), full);
+      const due = this.net.take(this.o.sweepIntervalMs);
+      for (const path of due.paths) {
+        const top = this.topOf(path);
+        if (!tops.has(top)) tops.set(top, due.full);
+      }
+    }
     if (full) this.inotify.retryRefused();
     const y = new Yielder();
-    for (const top of tops) {
+    for (const [top, isFull] of tops) {
       if (!this.watched.has(top)) continue; // removed while we yielded
-      this.check(top, 'sweep', undefined, !full);
+      this.check(top, 'sweep', undefined, !isFull);
       await y.maybe();
     }
   }
@@ -372,6 +444,8 @@ export class DetectionEngine extends EventEmitter {
       const entry = this.watched.get(w)!;
       if (w !== cgroup && entry.container?.cgroupPath === w) this.adoptSub(cgroup, w, kind, kernelAt);
       else this.check(w, 'kmsg', kernelAt);
+      // The kernel prints a cgroup's first rejected fork only: its next ones are the sweep's.
+      if (kind === 'pids-max' && !this.cov.pidsInotify) this.joinFast(this.watched.has(cgroup) ? cgroup : w);
       return;
     }
     // An OOM kill's record goes through onVictim, which knows departed containers too.

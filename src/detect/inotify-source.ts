@@ -64,6 +64,12 @@ export class InotifySource {
     }
   }
 
+  /** Cgroups with an event file inotify refused (the watch limit): nothing notifies them. */
+  *refusedPaths(): Iterable<string> {
+    if (!watchHealth.degraded()) return;
+    for (const [path, w] of this.byPath) if (w.refused?.size) yield path;
+  }
+
   retryRefused(): void {
     if (!watchHealth.degraded()) return;
     for (const [path, w] of this.byPath) {

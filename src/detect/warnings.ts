@@ -57,6 +57,10 @@ export class WarningTracker {
     return kind === 'pids-warning' ? this.t.pidsPercent : kind === 'memory-warning' ? this.t.memoryPercent : this.t.hostTasksPercent;
   }
 
+  isRaised(kind: WarningKind, subject: string): boolean {
+    return this.raised.has(`${kind}\0${subject}`);
+  }
+
   /** Feed one sample; returns the transition, if the state changed. */
   update(s: WarningSample): WarningTransition | undefined {
     const key = `${s.kind}\u0000${s.subject}`;

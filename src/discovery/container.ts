@@ -1,4 +1,5 @@
 import type { Usage } from '../detect/usage-monitor';
+import type { LimitOrigin } from '../hook/records';
 import type { ApplyResult } from '../policy/apply';
 import type { RuntimeName } from '../runtimes/types';
 
@@ -43,6 +44,11 @@ export interface ContainerRecord extends Container {
   naming?: Promise<unknown>;
   /** The last policy application (what pids.max is, the policy value, the cores counted). */
   applied?: ApplyResult;
+  /**
+   * Where its limit came from: an OCI hook or the Docker wrapper before its first process
+   * ("creation"), the daemon after it started ("daemon"), or the runtime's own kept ("runtime").
+   */
+  limitOrigin?: LimitOrigin;
   /** Its policy value was not written: it runs more tasks than the value allows (alert raised). */
   policyTooLow: boolean;
   /** The last usage and limits read (kept after removal: an alert about its last moments says them). */

@@ -260,6 +260,48 @@ export function inotifyFor(caps: KernelCapabilities, version: 'v1' | 'v2', enabl
   return { pids: pick(caps.pidsInotify), memory: version === 'v2' && pick(caps.memoryInotify) };
 }
 
+/**
+ * What tells the daemon of a hit without being read, from the probe's measurements (no
+ * second probe). The sweep reads fast only what nothing here covers; the rest gets the slow,
+ * spread safety net. A signal the probe could not establish ('unknown') covers nothing.
+ */
+export interface SweepCoverage {
+  /** inotify fires on `pids.events` (measured) and it is watched: every hit is notified. */
+  pidsInotify: boolean;
+  /**
+   * kmsg logged the probe's rejected fork and kmsg is followed: a cgroup's FIRST rejection is
+   * reported (the kernel prints "fork rejected" once per cgroup), the later ones are not.
+   */
+  pidsKmsgFirst: boolean;
+  /** inotify fires on `memory.events` (v2, measured) and it is watched. */
+  memoryInotify: boolean;
+  /**
+   * v1: kmsg reports every OOM kill (kmsg established by the pids probe: v1 has no safe memory
+   * probe), and failcnt, the one v1 memory counter kmsg does not report, is not alerted.
+   */
+  memoryKmsg: boolean;
+}
+
+export interface CoverageOptions {
+  inotify: boolean;
+  kmsg: boolean;
+  /** Whether a kind raises alerts (not in alerts.metricOnlyKinds). */
+  alerted: (kind: 'memory-max') => boolean;
+}
+
+/** No source covers anything: everything is swept fast (observe mode, tests, unknown kernels). */
+export const NO_COVERAGE: SweepCoverage = { pidsInotify: false, pidsKmsgFirst: false, memoryInotify: false, memoryKmsg: false };
+
+export function sweepCoverage(caps: KernelCapabilities, version: 'v1' | 'v2', o: CoverageOptions): SweepCoverage {
+  const watched = inotifyFor(caps, version, o.inotify);
+  return {
+    pidsInotify: watched.pids && caps.pidsInotify === 'yes',
+    pidsKmsgFirst: o.kmsg && caps.pidsKmsg === 'yes',
+    memoryInotify: version === 'v2' && watched.memory && caps.memoryInotify === 'yes',
+    memoryKmsg: version === 'v1' && o.kmsg && caps.pidsKmsg === 'yes' && !o.alerted('memory-max'),
+  };
+}
+
 /** As a metric value: 1 yes, 0 no, -1 unknown. */
 export function signalValue(s: Signal | boolean): number {
   return s === true || s === 'yes' ? 1 : s === false || s === 'no' ? 0 : -1;

@@ -17,6 +17,18 @@ export function countHostTasks(procRoot: string): number {
   return Number(m[1]);
 }
 
+/**
+ * Tasks ever made on the host (/proc/stat "processes": the kernel's total_forks, counting every
+ * successful fork and clone, threads included). Not namespaced: the host's count also from a
+ * container with the host's /proc.
+ */
+export function readForkCount(procRoot: string): number {
+  const file = path.join(procRoot, 'stat');
+  const m = /^processes (\d+)$/m.exec(fs.readFileSync(file, 'utf8'));
+  if (!m) throw new Error(`${file}: expected a "processes N" line`);
+  return Number(m[1]);
+}
+
 const isGone = (err: unknown): boolean => {
   const code = (err as NodeJS.ErrnoException).code;
   return code === 'ENOENT' || code === 'ESRCH';

@@ -63,6 +63,7 @@ export class DaemonMetricsState implements MetricsSource {
         departed: c.removedAt !== undefined,
         coresUsed: r?.cores,
         coresSource: r?.coresSource,
+        limitOrigin: c.limitOrigin,
         memoryUsage: u?.memoryUsage,
         memoryLimit: u?.memoryLimit,
         ...c.hits,

@@ -4,8 +4,9 @@ import { countCpuList } from '../cgroup/parsers';
 import type { Config } from '../config/schema';
 import type { Container } from '../discovery/container';
 import type { CpuQuota } from '../cgroup/types';
-import { ancestorsOf, coresFor, type CoresSource } from './cores';
-import { decide, tooLowForTasks, type Action } from './decide';
+import { ancestorsOf, type CoresSource } from './cores';
+import type { Action } from './decide';
+import { evaluatePolicy, type PolicyInput } from './evaluate';
 
 /** One container's reconcile outcome: what `apply` prints and the daemon logs. */
 export interface ApplyResult {
@@ -32,6 +33,8 @@ export interface ApplyContext {
   hostCores: number;
   /** The value cgwatchdog last wrote to each cgroup, so keep-lower does not protect it. */
   written?: Map<string, number>;
+  /** The value an OCI hook put in place at the container's creation (also ours, for keep-lower). */
+  hookValue?: (cgroupPath: string) => number | undefined;
   /** Why nothing is written ("dry run"), when the caller computes only. Default: observe mode. */
   noWriteReason?: string;
   /** Ancestors' quotas read in this batch: the containers of one pod share them. */
@@ -66,8 +69,19 @@ export async function applyPolicy(ctx: ApplyContext, c: Container): Promise<Appl
     ]);
     if (current === null) return gone(c, 'cgroup removed before pids.max could be read');
     const ancestors = up.map((path, i) => ({ path, quota: upQuotas[i] ?? null }));
-    const cores = coresFor(quota, cpuset ? countCpuList(cpuset) : null, ctx.hostCores, ancestors);
-    const d = decide(config.policy, cores, current, c.cgroupPath, c.runtime, ctx.written?.get(c.cgroupPath));
+    const input: PolicyInput = {
+      policy: config.policy,
+      quota,
+      cpusetCount: cpuset ? countCpuList(cpuset) : null,
+      hostCores: ctx.hostCores,
+      ancestors,
+      current,
+      cgroupPath: c.cgroupPath,
+      runtime: c.runtime,
+      ours: ctx.written?.get(c.cgroupPath) ?? ctx.hookValue?.(c.cgroupPath),
+    };
+    let d = evaluatePolicy(input);
+    const { cores } = d;
     const base = {
       id: c.id,
       runtime: c.runtime,
@@ -78,13 +92,13 @@ export async function applyPolicy(ctx: ApplyContext, c: Container): Promise<Appl
       policyValue: d.policyValue,
       oldPidsMax: current,
     };
-    if (d.action !== 'set' || d.policyValue === null) return { ...base, newPidsMax: current, action: d.action, written: false, reason: d.reason };
     // Lowering (or first limiting) a running container: never below what it already runs.
-    if (current === 'max' || d.policyValue < current) {
-      const tasks = await cgroups.readPidsCurrent(c.cgroupPath);
-      const unsafe = tooLowForTasks(d.policyValue, tasks);
-      if (unsafe) return { ...base, newPidsMax: current, action: 'too-low', written: false, reason: unsafe, tasks: tasks ?? undefined };
+    let tasks: number | null | undefined;
+    if (d.lowers) {
+      tasks = await cgroups.readPidsCurrent(c.cgroupPath);
+      d = evaluatePolicy({ ...input, tasks });
     }
+    if (d.action !== 'set' || d.policyValue === null) return { ...base, newPidsMax: current, action: d.action, written: false, reason: d.reason, ...(tasks != null && d.action === 'too-low' ? { tasks } : {}) };
     if (config.mode === 'observe') return { ...base, newPidsMax: d.policyValue, action: 'set', written: false, reason: `${ctx.noWriteReason ?? 'observe mode'}, would set: ${d.reason}` };
     const w = await cgroups.writePidsMax(c.cgroupPath, d.policyValue);
     if (w === 'gone') return gone(c, 'cgroup removed before pids.max could be written');

@@ -44,7 +44,12 @@ export function dockerUnavailableReason(): string | undefined {
   return undefined;
 }
 
-export async function startDocker(): Promise<PrivateDocker> {
+export interface StartDockerOptions {
+  /** More dockerd arguments, e.g. `--add-runtime NAME=PATH --default-runtime NAME` (an OCI runtime of the test's own). */
+  dockerdArgs?: string[];
+}
+
+export async function startDocker(opts: StartDockerOptions = {}): Promise<PrivateDocker> {
   const why = dockerUnavailableReason();
   need(why === undefined, why ?? '');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cgwd-test-docker-'));
@@ -55,6 +60,7 @@ export async function startDocker(): Promise<PrivateDocker> {
     '--iptables=false', '--ip6tables=false', '--bridge=none', '--storage-driver=vfs',
     '--data-root', path.join(dir, 'root'), '--exec-root', path.join(dir, 'exec'),
     '--host', `unix://${sock}`, '--pidfile', path.join(dir, 'docker.pid'), '--cgroup-parent', cgroupParent,
+    ...(opts.dockerdArgs ?? []),
   ], { stdio: ['ignore', 'ignore', fs.openSync(path.join(dir, 'dockerd.log'), 'w')] });
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   const exec = (bin: string, args: string[], timeoutMs: number) => {

@@ -571,3 +571,48 @@ test('durability: alerts made while the receiver is down survive SIGKILL of the 
   const got = hook.received.filter((r) => pending.some((a) => a.idempotencyKey === r.alert?.idempotencyKey));
   t.diagnostic(`delivered after restart: ${got.length} of ${pending.length} (receiver got ${hook.received.length} in all)`);
 });
+
+// ---- Issue 10: sweep only what the kernel does not report --------------------------------
+
+test('v1: a second PID-limit hit after the alert resolved (kmsg stays silent) alerts within the fast sweep interval', async (t) => {
+  ready();
+  const root = testRoot(t);
+  const rel = `${root}/docker/${hex64()}`;
+  makeContainer(rel);
+  const { hook, env } = await receiver(t);
+  const d = await daemon(
+    t,
+    await config(root, stateDir(t), {
+      policy: { overrides: [{ pathPattern: `^${root}/docker/`, pidsMax: 1 }] },
+      alerts: { resolveAfterSeconds: 2, sinks: [webhookSink(hook.url)] },
+    }),
+    { env },
+  );
+  assert.notEqual(await waitPidsMax(rel, '1', 5000), null);
+  const caps = d.logs.find((l) => l.msg?.startsWith('kernel signals measured'))?.capabilities;
+  t.diagnostic(`capabilities: ${JSON.stringify(caps)}`);
+  // One fork past pids.max 1: the process is the cgroup's one task.
+  const forkOnce = async (): Promise<number> => {
+    const at = Date.now();
+    const p = spawnInCgroup(rel, ['pids'], '/usr/bin/perl', ['-e', 'my $p = fork(); exit(defined $p ? 1 : 0)']);
+    defer(t, () => p.kill('SIGKILL'));
+    await exited(p);
+    return at;
+  };
+  const t1 = await forkOnce();
+  const first = await hook.waitFor((r) => r.alert?.kind === 'pids-max' && r.alert.state === 'firing', 5000);
+  t.diagnostic(`first hit -> alert ${first.at - t1} ms, sources ${JSON.stringify(first.alert.sources)}`);
+  assert.equal(pidsEventsMax(rel), 1);
+  await hook.waitFor((r) => r.alert?.kind === 'pids-max' && r.alert.state === 'resolved' && r.alert.fingerprint === first.alert.fingerprint, 10_000);
+
+  // The kernel printed "fork rejected" for this cgroup's first rejection only: this one is
+  // in no log and (6.18) notifies nothing; only the fast sweep can see it.
+  const t2 = await forkOnce();
+  assert.equal(pidsEventsMax(rel), 2);
+  const second = await hook.waitFor((r) => r.alert?.kind === 'pids-max' && r.alert.state === 'firing' && r.at > first.at && r.alert.sequence === 1, 5000);
+  const event = d.logs.filter(isMsg('limit event', (l) => l.event?.kind === 'pids-max' && l.event?.cgroupPath === rel)).at(-1);
+  t.diagnostic(`second hit -> alert ${second.at - t2} ms, event source ${event?.event?.source}`);
+  if (caps?.pidsInotify !== 'yes') assert.equal(event?.event?.source, 'sweep', 'the second hit came from the fast sweep');
+  // The fast interval is the sweep's (1 s by default), plus the fork's own start-up.
+  assert.ok(second.at - t2 < 1000 + 300, `second alert ${second.at - t2} ms after the fork`);
+});

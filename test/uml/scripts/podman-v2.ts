@@ -12,7 +12,7 @@ import { emit, inUml, nowMs, sleep } from '../in-uml';
 import { DaemonProc, pollFile, readTrim, runMain, writeConfig, type LogLine } from './daemon-util';
 
 const CG = '/sys/fs/cgroup';
-const IMAGE = 'localhost/cgwd-busybox:1';
+export const IMAGE = 'localhost/cgwd-busybox:1';
 const alertOf = (l: LogLine): Record<string, any> | undefined => (l.alert && typeof l.alert === 'object' ? (l.alert as Record<string, any>) : undefined);
 
 function sh(bin: string, args: string[], timeoutMs = 60_000): { status: number | null; stdout: string; stderr: string } {
@@ -26,8 +26,8 @@ function must(bin: string, args: string[], what: string): string {
   return r.stdout;
 }
 
-/** podman as the host notes run it in UML: storage and state on tmpfs, cgroupfs manager, file events. */
-function setupPodman(): void {
+/** podman as the host notes run it in UML: storage and state on tmpfs, cgroupfs manager, file events. Also used by hooks-v2.ts. */
+export function setupPodman(): void {
   for (const d of ['/var/tmp', '/var/lib/containers', '/dev/shm']) {
     fs.mkdirSync(d, { recursive: true });
     must('/bin/mount', ['-t', 'tmpfs', 'tmpfs', d], `tmpfs on ${d}`);
@@ -104,4 +104,4 @@ async function main(): Promise<void> {
   }
 }
 
-runMain(main, emit);
+if (require.main === module) runMain(main, emit);
