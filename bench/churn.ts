@@ -51,10 +51,13 @@ export interface ChurnResult {
 }
 
 async function snapshot(pid: number, port: number): Promise<ChurnSnapshot> {
+  // The process's own figures first: counted after the scrape, the scrape's own connection
+  // (closed by the server a moment after the response) was sometimes still there.
+  const own = { rssMb: rssMb(pid), fds: fdCount(pid), fdKinds: fdKinds(pid), inotifyWatches: inotifyWatches(pid) };
   const { body } = await scrape(port);
   const entries: Record<string, number> = {};
   for (const m of body.matchAll(/^cgwatchdog_state_entries\{map="([^"]+)"\} (\d+)$/gm)) entries[m[1]!] = Number(m[2]);
-  return { rssMb: rssMb(pid), fds: fdCount(pid), fdKinds: fdKinds(pid), inotifyWatches: inotifyWatches(pid), entries };
+  return { ...own, entries };
 }
 
 function fdKinds(pid: number): Record<string, number> {
