@@ -48,7 +48,8 @@ for (const k of UML_KERNELS) test(`cgroup v1 in UML [${k.suite}]: a fork loop, a
   if (k.suite === 'bookworm') assert.deepEqual(mount.controllers, ['pids', 'memory']);
   if (mount.controllers.includes('memory')) {
     assert.equal(m.hogSignal, 'SIGKILL');
-    assert.ok(m.oomAlertMs !== null && m.oomAlertMs < 3000, JSON.stringify(m));
+    // Ours is what follows the kill (the kernel's own time to kill the hog varies in UML).
+    assert.ok(m.oomAlertMs !== null && m.oomAlertMs - m.hogExitMs < 1500, JSON.stringify(m));
     assert.equal(m.victim?.comm, 'memhog');
   } else assert.equal(r.get('memory'), undefined);
 

@@ -135,7 +135,9 @@ for (const k of UML_KERNELS) test(`detection in a real cgroup v2 kernel (UML): f
     assert.equal(first.counters.eventsTotal, alerts.finalCounters.memory.oom_kill);
     assert.match(first.summary, /memhog/);
     assert.equal(typeof mem.oomKillAlertMs, 'number');
-    assert.ok(mem.oomKillAlertMs < 3000, `${mem.oomKillAlertMs} ms from the hog to the alert`);
+    // Ours is the part after the kill: the kernel took 0.5-4.6 s to kill the hog in UML under CI
+    // load (its allocation faults pages in slowly), which is no latency of ours.
+    assert.ok(mem.oomKillAlertMs - mem.hogExitMs < 1500, `${(mem.oomKillAlertMs - mem.hogExitMs).toFixed(0)} ms from the hog's death to the alert`);
     // The memory limit itself was hit too: detected and counted, but no alert by default
     // (alerts.metricOnlyKinds); no PID alert for the memory container.
     assert.ok(((get('daemon-stop').limitEvents as Rec[]) ?? []).some((e) => e.kind === 'memory-max'), 'memory-max was not detected');

@@ -76,8 +76,9 @@ async function memoryPhase(dir: string, rx: Awaited<ReturnType<typeof receiver>>
       resolve(signal);
     });
   });
+  const hogExitMs = nowMs() - memGo;
   const oom = await rx.waitFor((r) => r.body?.kind === 'oom-kill' && r.body?.state === 'firing', 5000);
-  emit({ check: 'memory', hogSignal: hogExit, oomAlertMs: oom ? oom.at - memGo : null, sources: oom?.body?.sources, victim: oom?.body?.victim, oomControl: readTrim(path.join(dir, 'memory.oom_control')) });
+  emit({ check: 'memory', hogSignal: hogExit, hogExitMs, oomAlertMs: oom ? oom.at - memGo : null, sources: oom?.body?.sources, victim: oom?.body?.victim, oomControl: readTrim(path.join(dir, 'memory.oom_control')) });
 }
 
 async function main(): Promise<void> {
