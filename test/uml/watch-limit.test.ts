@@ -18,7 +18,7 @@ for (const k of UML_KERNELS) test(`the inotify watch limit: the daemon never cra
   assert.equal(r.get('error'), undefined, JSON.stringify(r.get('error')));
   assert.equal(run.exitCode, 0, tail);
   assert.deepEqual(umlProcesses(run.umid), []);
-  assert.equal(get('setup').started, true);
+  assert.equal(get('setup').started, true, `no "detection running" within 30 s: ${JSON.stringify(get('setup'))}`);
 
   const limited = get('limited');
   t.diagnostic(`at the limit: container under an unwatched parent limited after ${limited.lateMs} ms; ${limited.warnings} warning line(s)`);

@@ -35,7 +35,7 @@ async function main(): Promise<void> {
     // Room for a few more watches only: the daemon's own (and its kmsg reader's) are made.
     const used = 12;
     fs.writeFileSync(WATCHES, String(used + 4));
-    emit({ check: 'setup', started: started !== null, original });
+    emit({ check: 'setup', started: started !== null, original, ...(started ? {} : { lastLines: d.lines.slice(-15), stderr: d.stderr.slice(-1500) }) });
 
     // Kubernetes-shaped pod parents, more than the limit leaves room for.
     const pods: string[] = [];
