@@ -94,13 +94,16 @@ export async function removeV1Cgroup(rel: string): Promise<void> {
   const problems: string[] = [];
   for (const c of fs.readdirSync(V1_ROOT)) {
     const top = path.join(V1_ROOT, c, rel);
-    if (c === 'unified' || !fs.existsSync(top)) continue;
+    // runc (1.1, cgroupfs driver on a hybrid host) also makes the path in the unified v2 tree,
+    // where tasks are listed in cgroup.procs: that copy goes too.
+    if (!fs.existsSync(top)) continue;
+    const tasksFile = c === 'unified' ? 'cgroup.procs' : 'tasks';
     const dirs = subtreeDeepestFirst(top);
     const deadline = Date.now() + 5000;
     for (;;) {
       let left = 0;
       for (const d of dirs) {
-        for (const pid of readIds(path.join(d, 'tasks'))) {
+        for (const pid of readIds(path.join(d, tasksFile))) {
           left++;
           try {
             process.kill(pid, 'SIGKILL');
