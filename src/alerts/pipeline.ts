@@ -269,7 +269,10 @@ export class AlertPipeline {
       // A departed container's last reading stands in for the one its removal made impossible.
       const u = !c ? undefined : c.cgroupPath === cgroupPath ? (this.o.usage.read(c) ?? c.usage) : this.o.usage.readCgroup(cgroupPath);
       if (kind === 'pids-max' || kind === 'pids-warning' || kind === 'pids-policy-too-low') {
-        Object.assign(ctx, { current: u?.pidsCurrent, limit: u?.pidsMax, topCommands: await this.top(cgroupPath), memory: undefined });
+        // A container gone before its usage was first read (busybox sh gives up at its first
+        // failed fork): the limit the policy saw at its last apply is still its limit.
+        const applied = c && c.cgroupPath === cgroupPath ? c.applied?.newPidsMax : undefined;
+        Object.assign(ctx, { current: u?.pidsCurrent, limit: u?.pidsMax ?? applied, topCommands: await this.top(cgroupPath), memory: undefined });
       } else if (u) {
         Object.assign(ctx, { current: u.memoryUsage, limit: u.memoryLimit, memory: { usageBytes: u.memoryUsage, limitBytes: u.memoryLimit } });
       }
