@@ -169,7 +169,9 @@ async function main(): Promise<void> {
     });
   });
   const podKill = await rx.waitFor((r) => r.body?.kind === 'oom-kill' && r.body?.state === 'firing' && r.body?.container?.id === podCtrId, 5000);
-  await sleep(1500); // anything else the pod's OOM gives (an `oom` for the pod) arrives meanwhile
+  // The pod's own `oom` (its limit was hit) comes too; under CI load it came >1.5 s after the kill.
+  await rx.waitFor((r) => r.body?.kind === 'oom' && r.body?.state === 'firing' && r.body?.container?.cgroupPath === POD, 8000);
+  await sleep(500); // anything else (a second oom-kill alert would be a bug) arrives meanwhile
   emit({
     check: 'pod-memory',
     pod: POD,
