@@ -67,9 +67,11 @@ function parseEntry(text: string, sink: string): OutboxEntry | undefined {
 export class Outbox extends EventEmitter {
   private readonly queues = new Map<string, OutboxEntry[]>();
   private readonly droppedBySink = new Map<string, number>();
-  /** Per-sink write chains: entries of one sink become visible in sequence order. */
+  /** Per-sink write chains: the files of one sink are written in sequence order. */
   private readonly chains = new Map<string, Promise<unknown>>();
   private readonly dirFds = new Map<string, number>();
+  /** Entries whose file is still being written: delivered (or dropped) meanwhile, the file goes once it is whole. */
+  private readonly writes = new Map<OutboxEntry, Promise<void>>();
   private nextSeq = 1;
   private count = 0;
   private pendingWrites = 0;
@@ -147,7 +149,7 @@ export class Outbox extends EventEmitter {
       }
     }
     this.nextSeq = maxSeq + 1;
-    while (this.count > this.opts.maxEntries) await this.dropOldest();
+    while (this.count > this.opts.maxEntries) this.dropOldest();
   }
 
   private async quarantine(file: string, sink: string, why: string): Promise<void> {
@@ -163,41 +165,47 @@ export class Outbox extends EventEmitter {
   }
 
   /**
-   * Writes the alert durably for the sink; resolves once the entry is on disk and visible to
-   * peek(). Emits 'enqueued' (sink) for workers waiting on an empty queue.
+   * Queues the alert for the sink: it is visible to peek() at once ('enqueued' wakes an idle
+   * worker), so delivery never waits for the disk; the returned promise resolves once the
+   * entry is durable. Measured: the fsync'd write was 14 ms of the first alert's 19 ms on this
+   * host's disk, and ~600 ms of a 700 ms first alert in user-mode Linux.
    */
   enqueue(sink: string, alert: Alert, now: number = Date.now()): Promise<OutboxEntry> {
     if (this.closed) return Promise.reject(new Error('outbox is closed'));
     const dirName = sinkDirName(sink);
-    const seq = this.nextSeq++;
-    const entry: OutboxEntry = { sink, seq, enqueuedAt: now, alert };
+    while (this.count > 0 && this.count + 1 > this.opts.maxEntries) this.dropOldest();
+    const entry: OutboxEntry = { sink, seq: this.nextSeq++, enqueuedAt: now, alert };
+    this.insert(entry);
     this.pendingWrites++;
     const prev = this.chains.get(sink) ?? Promise.resolve();
     const p = prev.then(async () => {
       try {
-        while (this.count > 0 && this.count + 1 > this.opts.maxEntries) await this.dropOldest();
-        try {
-          await this.write(dirName, entry);
-          this.lastWriteError = undefined;
-        } catch (err) {
-          // The disk said no (full, read-only, failing): deliver from memory rather than lose it.
-          this.writeFailed(err);
-          entry.memoryOnly = true;
-          this.memoryOnly++;
-          await fsp.rm(path.join(this.opts.dir, dirName, `${fileName(entry.seq)}.tmp`), { force: true }).catch(() => undefined);
-        }
-        this.insert(entry);
+        await this.write(dirName, entry);
+        this.lastWriteError = undefined;
+      } catch (err) {
+        // The disk said no (full, read-only, failing): deliver from memory rather than lose it.
+        this.writeFailed(err);
+        entry.memoryOnly = true;
+        if (this.queued(entry)) this.memoryOnly++;
+        await fsp.rm(path.join(this.opts.dir, dirName, `${fileName(entry.seq)}.tmp`), { force: true }).catch(() => undefined);
       } finally {
         this.pendingWrites--;
       }
-      this.emit('enqueued', sink);
       return entry;
     });
-    this.chains.set(
-      sink,
-      p.catch(() => undefined),
+    const written = p.then(
+      () => undefined,
+      () => undefined,
     );
+    this.writes.set(entry, written);
+    void written.then(() => this.writes.delete(entry));
+    this.chains.set(sink, written);
+    this.emit('enqueued', sink);
     return p;
+  }
+
+  private queued(entry: OutboxEntry): boolean {
+    return this.queues.get(entry.sink)?.includes(entry) ?? false;
   }
 
   private async write(dirName: string, entry: OutboxEntry): Promise<void> {
@@ -238,7 +246,7 @@ export class Outbox extends EventEmitter {
   }
 
   /** The oldest update goes first; only when there is none, the oldest entry of all. */
-  private async dropOldest(): Promise<void> {
+  private dropOldest(): void {
     let oldest: OutboxEntry | undefined;
     let oldestUpdate: OutboxEntry | undefined;
     for (const q of this.queues.values()) {
@@ -265,7 +273,7 @@ export class Outbox extends EventEmitter {
       'outbox full: dropped the oldest entry',
     );
     this.emit('dropped', oldest);
-    await this.unlink(oldest);
+    void this.unlink(oldest);
   }
 
   private remove(entry: OutboxEntry): boolean {
@@ -285,6 +293,7 @@ export class Outbox extends EventEmitter {
   }
 
   private async unlink(entry: OutboxEntry): Promise<void> {
+    await this.writes.get(entry);
     if (entry.memoryOnly) return;
     const file = path.join(this.opts.dir, sinkDirName(entry.sink), fileName(entry.seq));
     try {

@@ -116,7 +116,10 @@ for (const k of UML_KERNELS) test(`detection in a real cgroup v2 kernel (UML): f
     assert.equal(last.state, 'resolved', 'resolved after resolveAfterSeconds of quiet');
     assert.equal(last.counters.eventsTotal, alerts.finalCounters.pids.max);
     assert.equal(typeof pids.firstAlertMs, 'number');
-    assert.ok(pids.firstAlertMs < 2000, `${pids.firstAlertMs} ms from the fork loop to the alert`);
+    // From "go", so it includes the forks. UML runs every syscall through ptrace: the first
+    // alert's cold path (first HTTP request, first outbox file) took 600-1500 ms here idle and
+    // over 2 s under CI load on 7.2, where the host's own test (daemon-v1) measures 58 ms.
+    assert.ok(pids.firstAlertMs < 3000, `${pids.firstAlertMs} ms from the fork loop to the alert`);
   });
 
   await t.test('the OOM kill gives an oom-kill alert naming the victim', () => {
