@@ -73,10 +73,18 @@ test(`containerd CRI with the systemd cgroup driver on cgroup v2, systemd as PID
   assert.ok(reset, `daemon-reload did not put systemd's TasksMax ${rl.scopeTasksMax} back: ${JSON.stringify(rl.seen)}`);
   const ro = get('restore');
   const fast = rl.writes.filter((w: Rec) => w.why !== 'reconcile' && w.new === 8192);
-  t.diagnostic(`8192 back ${ro.restoredMs} ms after the reload began, by ${ro.writes.map((w: Rec) => w.why).join(', ')}; ${fast.length ? `the daemon reacted to systemd's write within 2.5 s (${fast[0].why} @${fast[0].ms} ms)` : `not within 2.5 s of it: the daemon watches a scope's pids.max only while the container settles (3 s), so only the reconcile (every ${ro.reconcileEverySeconds} s here, a minute by default) repairs it`}`);
-  // Whichever way: the daemon put the policy back within one reconcile period.
-  assert.equal(ro.writes.at(-1)?.new, 8192);
-  assert.ok(ro.restoredMs <= (ro.reconcileEverySeconds + 3) * 1000 + rl.reloadMs);
+  // systemd's write as the 1 ms poll saw it, and the policy value back after it.
+  const resetAt = rl.seen.find((x: Rec) => x.v === rl.scopeTasksMax)?.ms as number | undefined;
+  const backAt = resetAt === undefined ? undefined : (rl.seen.find((x: Rec) => x.ms > resetAt && x.v === '8192')?.ms as number | undefined);
+  t.diagnostic(`8192 back ${backAt !== undefined && resetAt !== undefined ? `${(backAt - resetAt).toFixed(1)} ms after systemd wrote ${rl.scopeTasksMax}` : 'before the 1 ms poll saw systemd\'s value'}; the daemon's writes: ${rl.writes.map((w: Rec) => `${w.old}->${w.new} (${w.why}) @${w.ms}`).join(', ')}`);
+  // The scope's pids.max stays watched: the daemon answers systemd's write itself, not at its next reconcile.
+  assert.ok(fast.length > 0, `no write of 8192 in reaction to systemd's within 2.5 s: ${JSON.stringify(rl.writes)}`);
+  assert.ok(fast[0].why.includes('systemd'), JSON.stringify(fast[0]));
+  if (resetAt !== undefined) {
+    assert.ok(backAt !== undefined, JSON.stringify(rl.seen));
+    assert.ok(backAt! - resetAt <= 1000, `${backAt! - resetAt} ms from systemd's write to the policy value`);
+  }
+  assert.equal(ro.writes.at(-1)?.new ?? fast.at(-1)?.new, 8192);
 
   const b = get('bomb');
   assert.ok(b.alert, `no pids-max alert for the bomb; alerts: ${JSON.stringify(b.alerts)}`);
