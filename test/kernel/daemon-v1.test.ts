@@ -472,7 +472,8 @@ test('a fork bomb gives ONE pids-max alert at the webhook within a second, then 
   assert.equal(a.container.id, id);
   assert.equal(a.counters.limit, 20);
   assert.ok(a.counters.eventsTotal >= 1 && a.counters.eventsSinceLast >= 1, `counters ${JSON.stringify(a.counters)}`);
-  const logged = d.logs.find(alertLog('pids-max'));
+  // The webhook can be faster than the daemon's stdout pipe to this process.
+  const logged = await d.waitForLog(alertLog('pids-max'), 2000);
   assert.equal(logged?.msg, a.summary, 'the alert is logged with its summary');
   t.diagnostic(`summary: ${a.summary}`);
   const comms = (a.topCommands ?? []).map((c: Obj) => c.comm);
@@ -610,7 +611,8 @@ test('v1: a second PID-limit hit after the alert resolved (kmsg stays silent) al
   const t2 = await forkOnce();
   assert.equal(pidsEventsMax(rel), 2);
   const second = await hook.waitFor((r) => r.alert?.kind === 'pids-max' && r.alert.state === 'firing' && r.at > first.at && r.alert.sequence === 1, 5000);
-  const event = d.logs.filter(isMsg('limit event', (l) => l.event?.kind === 'pids-max' && l.event?.cgroupPath === rel)).at(-1);
+  // The webhook can be faster than the daemon's stdout pipe to this process: wait for the line.
+  const event = await d.waitForLog(isMsg('limit event', (l) => l.event?.kind === 'pids-max' && l.event?.cgroupPath === rel && l.event?.counter >= 2), 2000).catch(() => undefined);
   t.diagnostic(`second hit -> alert ${second.at - t2} ms, event source ${event?.event?.source}`);
   if (caps?.pidsInotify !== 'yes') assert.equal(event?.event?.source, 'sweep', 'the second hit came from the fast sweep');
   // The fast interval is the sweep's (1 s by default), plus the fork's own start-up.
