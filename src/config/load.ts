@@ -3,6 +3,7 @@ import cron from 'node-cron';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { ConfigSchema, type Config } from './schema';
+import { readWebConfig, type LoadedWebConfig } from '../metrics/web-config-file';
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -101,5 +102,22 @@ export function loadConfig(file: string): Config {
     const line = first.linePos?.[0];
     throw new ConfigError(`config ${file} is not valid YAML${line ? ` (line ${line.line}, column ${line.col})` : ''}: ${first.message.split('\n')[0]}`);
   }
-  return validateConfig(doc.toJS(), `config ${file}`);
+  const config = validateConfig(doc.toJS(), `config ${file}`);
+  // Read here too, so `apply` and every config check refuse a bad web config as `run` does.
+  loadWebConfig(config, `config ${file}`);
+  return config;
+}
+
+/**
+ * metrics.webConfigFile read with the certificate and key it names (undefined without one).
+ * Throws ConfigError naming the config, the web config file and its key.
+ */
+export function loadWebConfig(config: Config, source: string): LoadedWebConfig | undefined {
+  const file = config.metrics.webConfigFile;
+  if (file === undefined) return undefined;
+  try {
+    return readWebConfig(file);
+  } catch (err) {
+    throw new ConfigError(`invalid ${source}: metrics.webConfigFile ${file}: ${(err as Error).message}`);
+  }
 }

@@ -1,8 +1,11 @@
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../log';
 import type { MetricsSource } from './registry';
+import { BasicAuth } from './basic-auth';
+import type { LoadedWebConfig } from './web-config-file';
 
 export interface MetricsServerOptions {
   /** "host:port", "[::1]:port" or ":port" (all addresses); port 0 picks a free one. */
@@ -10,6 +13,8 @@ export interface MetricsServerOptions {
   registry: Registry;
   source: Pick<MetricsSource, 'detectionRunning'>;
   logger: Logger;
+  /** metrics.webConfigFile, read: TLS and/or basic auth for every endpoint. */
+  web?: Pick<LoadedWebConfig, 'tls' | 'users'>;
 }
 
 export interface MetricsServer {
@@ -30,7 +35,21 @@ export async function startMetricsServer(opts: MetricsServerOptions): Promise<Me
   const { registry, source, logger } = opts;
   const { host, port } = parseListen(opts.listen);
 
-  const server = http.createServer((req, res) => {
+  const auth = opts.web?.users ? new BasicAuth(opts.web.users) : undefined;
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    if (!auth) return route(req, res);
+    auth.check(req.headers.authorization).then(
+      (ok) => {
+        if (ok) return route(req, res);
+        res.writeHead(401, { 'WWW-Authenticate': 'Basic', 'Content-Type': 'text/plain' }).end('unauthorized\n');
+      },
+      (err: unknown) => {
+        logger.error({ err: (err as Error).message }, 'metrics basic auth check failed');
+        res.writeHead(500, { 'Content-Type': 'text/plain' }).end('auth check failed\n');
+      },
+    );
+  };
+  const route = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { Allow: 'GET, HEAD', 'Content-Type': 'text/plain' }).end('method not allowed\n');
@@ -61,7 +80,9 @@ export async function startMetricsServer(opts: MetricsServerOptions): Promise<Me
       return;
     }
     res.writeHead(404, { 'Content-Type': 'text/plain' }).end('not found\n');
-  });
+  };
+  const tls = opts.web?.tls;
+  const server = tls ? https.createServer({ cert: tls.cert, key: tls.key }, handler) : http.createServer(handler);
   // A scraper keeping connections alive must not hold the daemon's shutdown.
   server.keepAliveTimeout = 5000;
 
@@ -74,7 +95,7 @@ export async function startMetricsServer(opts: MetricsServerOptions): Promise<Me
   });
   server.on('error', (err) => logger.error({ err }, 'metrics server error'));
   const bound = (server.address() as AddressInfo).port;
-  logger.info({ listen: opts.listen, port: bound }, 'metrics server listening');
+  logger.info({ listen: opts.listen, port: bound, tls: tls !== undefined, basicAuth: auth !== undefined }, 'metrics server listening');
 
   return {
     port: bound,

@@ -146,6 +146,10 @@ export interface PrometheusOptions {
   job?: string;
   /** Default 1s. */
   scrapeInterval?: string;
+  /** More scrape jobs, as Prometheus config objects (written as JSON, which is YAML): TLS, basic_auth... */
+  scrapeConfigs?: Record<string, unknown>[];
+  /** Absolute paths of rule files to load (`rule_files`); rules are evaluated every `scrapeInterval`. */
+  ruleFiles?: string[];
 }
 
 /** Prometheus scraping `targets` (job `job`, default "cgwatchdog") every `scrapeInterval`. */
@@ -155,12 +159,14 @@ export function startPrometheus(o: PrometheusOptions, t?: TestContext): Promise<
     'global:',
     `  scrape_interval: ${interval}`,
     `  evaluation_interval: ${interval}`,
+    ...(o.ruleFiles?.length ? ['rule_files:', ...o.ruleFiles.map((f) => `  - ${JSON.stringify(f)}`)] : []),
     'scrape_configs:',
     `  - job_name: ${JSON.stringify(o.job ?? 'cgwatchdog')}`,
     `    scrape_interval: ${interval}`,
     `    scrape_timeout: ${interval}`,
     '    static_configs:',
     `      - targets: ${JSON.stringify(o.targets)}`,
+    ...(o.scrapeConfigs ?? []).map((job) => `  - ${JSON.stringify(job)}`),
     '',
   ].join('\n');
   return startServer(
