@@ -21,6 +21,7 @@ const SEVERITY: Record<AlertKind, Severity> = {
   'memory-warning': 'warning',
   'host-pids-warning': 'warning',
   'pids-policy-too-low': 'warning',
+  test: 'info',
 };
 
 /** A limit a container set inside itself pages less than the limit its operator gave it. */
@@ -411,6 +412,9 @@ export function summarize(a: Alert): string {
       break;
     case 'host-pids-warning':
       text = `${who} runs ${a.counters.current ?? '?'} tasks of kernel.pid_max ${lim ?? '?'}${pct(a.counters.current, lim)}`;
+      break;
+    case 'test':
+      text = `TEST alert from ${who}, sent by \`cgwatchdog test-alert\`: no limit was hit, nothing to do`;
       break;
   }
   return a.state === 'resolved' ? `resolved: ${text}` : text;

@@ -21,8 +21,11 @@ export interface OutboxEntry {
   memoryOnly?: boolean;
 }
 
+/** The entry format this version writes; an entry of a newer one (after a downgrade) is read by the fields this one knows. */
+const ENTRY_FORMAT = 1;
+
 interface StoredEntry extends OutboxEntry {
-  v: 1;
+  v: typeof ENTRY_FORMAT;
 }
 
 export interface OutboxOptions {
@@ -48,6 +51,16 @@ export function sinkDirName(sink: string): string {
   if (sink === CORRUPT_DIR) throw new Error(`sink name "${sink}" is reserved by the outbox`);
   const enc = encodeURIComponent(sink).replace(/\*/g, '%2A');
   return enc === '.' || enc === '..' ? enc.replace(/\./g, '%2E') : enc;
+}
+
+/** The format version a stored entry says it has (1 when it says nothing). */
+function formatOf(text: string): number {
+  try {
+    const v = (JSON.parse(text) as { v?: unknown } | null)?.v;
+    return typeof v === 'number' ? v : ENTRY_FORMAT;
+  } catch {
+    return ENTRY_FORMAT;
+  }
 }
 
 function parseEntry(text: string, sink: string): OutboxEntry | undefined {
@@ -109,6 +122,7 @@ export class Outbox extends EventEmitter {
     const { dir, log } = this.opts;
     await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
     let maxSeq = 0;
+    const newer = { count: 0, version: 0, unreadable: 0 };
     for (const d of await fsp.readdir(dir, { withFileTypes: true })) {
       if (!d.isDirectory() || d.name === CORRUPT_DIR) continue;
       let sink: string;
@@ -135,8 +149,14 @@ export class Outbox extends EventEmitter {
           continue;
         }
         const e = parseEntry(text, sink);
+        const format = formatOf(text);
+        if (format > ENTRY_FORMAT) {
+          newer.count++;
+          newer.version = Math.max(newer.version, format);
+          if (!e) newer.unreadable++;
+        }
         if (!e || e.seq !== Number(m[1])) {
-          await this.quarantine(file, sink, 'does not parse as an outbox entry');
+          await this.quarantine(file, sink, format > ENTRY_FORMAT ? `format ${format}, newer than this cgwatchdog's ${ENTRY_FORMAT}, without the fields it needs` : 'does not parse as an outbox entry');
           continue;
         }
         entries.push(e);
@@ -148,6 +168,8 @@ export class Outbox extends EventEmitter {
         log.info({ sink, entries: entries.length }, 'outbox: loaded entries left by a previous run');
       }
     }
+    // After a downgrade: one line for them all, not one per entry.
+    if (newer.count > 0) log.warn({ dir, entries: newer.count, format: newer.version, thisFormat: ENTRY_FORMAT, movedAside: newer.unreadable }, `outbox: ${newer.count} ${newer.count === 1 ? 'entry was' : 'entries were'} written by a later cgwatchdog (format ${newer.version}): delivered with the fields this version knows${newer.unreadable ? `; ${newer.unreadable} without them moved to ${path.join(dir, CORRUPT_DIR)}, not deleted` : ''}`);
     this.nextSeq = maxSeq + 1;
     while (this.count > this.opts.maxEntries) this.dropOldest();
   }
@@ -218,7 +240,7 @@ export class Outbox extends EventEmitter {
     }
     const final = path.join(sinkDir, fileName(entry.seq));
     const tmp = `${final}.tmp`;
-    const stored: StoredEntry = { v: 1, ...entry };
+    const stored: StoredEntry = { v: ENTRY_FORMAT, ...entry };
     const fh = await fsp.open(tmp, 'w', 0o600);
     try {
       await fh.writeFile(JSON.stringify(stored));

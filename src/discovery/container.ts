@@ -54,6 +54,8 @@ export interface ContainerRecord extends Container {
   /** The last usage and limits read (kept after removal: an alert about its last moments says them). */
   usage?: Usage;
   hits: Hits;
+  /** The last limit event counted in `hits` (kind, ms since epoch): what `cgwatchdog status` shows. */
+  lastEvent?: { kind: string; at: number };
   /** Set when the container is gone (ms since epoch); the record stays DEPARTED_MS more. */
   removedAt?: number;
 }

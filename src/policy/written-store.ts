@@ -1,4 +1,4 @@
-import { StateFile } from '../state/state-file';
+import { NewerFormatError, StateFile } from '../state/state-file';
 
 /** Version 1 was a bare `{ "<cgroup>": value }` object; 2 puts it under `written`. */
 const FORMAT = 2;
@@ -27,7 +27,7 @@ export class WrittenStore extends Map<string, number> {
     try {
       for (const [k, v] of Object.entries(this.store.read()?.written ?? {})) super.set(k, v);
     } catch (err) {
-      onError(`ignoring it: ${(err as Error).message}`);
+      onError(err instanceof NewerFormatError ? err.message : `ignoring it: ${(err as Error).message}`);
     }
   }
 

@@ -117,7 +117,8 @@ export async function config(root: string, state: string, extra: Obj = {}): Prom
     {
       mode: 'enforce',
       logLevel: 'debug',
-      paths: { stateDir: state },
+      // The status socket in the test's own state dir, not the host's /run/cgwatchdog.
+      paths: { stateDir: state, statusSocket: path.join(state, 'status.sock') },
       kernel: { manage: false },
       discovery: { roots: [root] },
       names: { podmanBinary: '' },

@@ -1,0 +1,85 @@
+/**
+ * `cgwatchdog test-alert` as the operator runs it (the real CLI, real HTTP receivers on
+ * 127.0.0.1): one answering 200 gets the test alert, one answering 500 fails it and the exit
+ * code is 1 naming it; a sink whose filter leaves "test" out is skipped and says why; nothing
+ * is written to the state directory (a running daemon's outbox and alert states are its own).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { runCli, startWebhookReceiver } from '../helpers/daemon';
+
+function tmpDir(t: { after(fn: () => void): void }): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'cgwd-test-alert-'));
+  t.after(() => fs.rmSync(d, { recursive: true, force: true }));
+  return d;
+}
+
+test('test-alert: delivered to the 200 receiver, the 500 one named as failed (exit 1), a filtered sink skipped; no state written', async (t) => {
+  const secret = randomBytes(16).toString('hex');
+  const good = await startWebhookReceiver({ hmacSecret: secret });
+  t.after(() => good.close());
+  const bad = await startWebhookReceiver({ failWith: 500 });
+  t.after(() => bad.close());
+  const dir = tmpDir(t);
+  const state = path.join(dir, 'state');
+  const cfgFile = path.join(dir, 'config.yaml');
+  const cfg = {
+    paths: { stateDir: state },
+    alerts: {
+      host: 'test-host',
+      sinks: [
+        { type: 'webhook', name: 'good-hook', url: good.url, hmac: { secret: { env: 'CGWD_TEST_ALERT_SECRET' } } },
+        { type: 'webhook', name: 'bad-hook', url: bad.url },
+        { type: 'webhook', name: 'pages-only', url: good.url, kinds: ['pids-max'] },
+        { type: 'slack', name: 'chat', url: good.url, hmac: { secret: { env: 'CGWD_TEST_ALERT_SECRET' } } },
+      ],
+    },
+  };
+  fs.writeFileSync(cfgFile, JSON.stringify(cfg));
+  const env = { CGWD_TEST_ALERT_SECRET: secret };
+
+  const t0 = Date.now();
+  const r = await runCli(['test-alert', '--config', cfgFile], { env });
+  t.diagnostic(`exit ${r.code} in ${Date.now() - t0} ms:\n${r.stdout}${r.stderr}`);
+  assert.equal(r.code, 1, 'a failed sink must exit 1');
+  assert.match(r.stdout, /^ {2}good-hook \(webhook\): delivered \(HTTP 200\)$/m);
+  assert.match(r.stdout, /^ {2}bad-hook \(webhook\): FAILED: HTTP 500: test receiver says no$/m);
+  assert.match(r.stdout, /^ {2}pages-only \(webhook\): skipped: its kinds \[pids-max\] leave out "test"/m);
+  assert.match(r.stdout, /^ {2}chat \(slack\): delivered \(HTTP 200\)$/m);
+
+  const hooks = good.received.filter((x) => x.alert?.kind === 'test');
+  assert.equal(hooks.length, 1, `the 200 receiver got ${hooks.length} webhook test alerts`);
+  const got = hooks[0]!;
+  assert.equal(got.hmacOk, true, 'the HMAC of the test alert did not verify');
+  const a = got.alert;
+  assert.equal(a.severity, 'info');
+  assert.equal(a.state, 'firing');
+  assert.equal(a.host, 'test-host');
+  assert.match(a.summary, /TEST alert/);
+  assert.match(a.idempotencyKey, /^test-[0-9a-f-]{36}$/);
+  assert.equal(got.headers['idempotency-key'], a.idempotencyKey);
+  const slack = good.received.find((x) => typeof x.alert?.text === 'string');
+  assert.match(slack?.alert.text, /^\[INFO\] test-host: TEST alert/);
+  assert.equal(bad.rejectedCount(), 1, 'the failing sink is tried once, not retried');
+  assert.equal(fs.existsSync(state), false, 'test-alert wrote to the state directory');
+
+  // All good: exit 0; every run its own idempotency key; --json says the same per sink.
+  const ok = { ...cfg, alerts: { ...cfg.alerts, sinks: [cfg.alerts.sinks[0]] } };
+  fs.writeFileSync(cfgFile, JSON.stringify(ok));
+  const j = await runCli(['test-alert', '--json', '--config', cfgFile], { env });
+  assert.equal(j.code, 0, j.stderr);
+  const out = JSON.parse(j.stdout) as { alert: { idempotencyKey: string }; results: { sink: string; outcome: string }[] };
+  assert.deepEqual(out.results.map((x) => [x.sink, x.outcome]), [['good-hook', 'delivered']]);
+  assert.notEqual(out.alert.idempotencyKey, a.idempotencyKey);
+  assert.equal(good.received.filter((x) => x.alert?.kind === 'test').at(-1)?.alert.idempotencyKey, out.alert.idempotencyKey);
+
+  // No sink at all: one sentence, exit 1.
+  fs.writeFileSync(cfgFile, JSON.stringify({ paths: { stateDir: state } }));
+  const none = await runCli(['test-alert', '--config', cfgFile]);
+  assert.equal(none.code, 1);
+  assert.match(none.stderr.trim(), /^cgwatchdog: test-alert: no alert sinks are configured/);
+});
