@@ -28,6 +28,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { findOnPath } from '../../src/find-on-path';
 
 export const BUSYBOX_IMAGE = 'localhost/cgwd-busybox:latest';
 export const TEST_CONTAINER_PREFIX = 'cgwd-test-';
@@ -44,6 +45,8 @@ export interface RunContainerOptions {
   extra?: string[];
   /** Image; defaults to `BUSYBOX_IMAGE` (built on demand). */
   image?: string;
+  /** `--network`; default `none` (no network set-up needed). `host` for a daemon that posts to a test receiver on 127.0.0.1. */
+  network?: 'none' | 'host';
 }
 
 export interface RunningContainer {
@@ -69,18 +72,7 @@ interface RunResult {
   stderr: string;
 }
 
-function onPath(bin: string): boolean {
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
-    if (!dir) continue;
-    try {
-      fs.accessSync(path.join(dir, bin), fs.constants.X_OK);
-      return true;
-    } catch {
-      /* next */
-    }
-  }
-  return false;
-}
+const onPath = (bin: string): boolean => findOnPath(bin, '') !== null;
 
 function runSync(cmd: string, args: string[], timeoutMs = 120_000): RunResult {
   const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: timeoutMs, cwd: os.tmpdir() });
@@ -142,8 +134,8 @@ function ulimitArgs(): string[] {
   return ['--ulimit', `nofile=${nofile}:${nofile}`, '--ulimit', `nproc=${nproc}:${nproc}`];
 }
 
-function baseRunArgs(): string[] {
-  return ['--runtime', 'runc', '--network', 'none', ...ulimitArgs()];
+function baseRunArgs(network: 'none' | 'host' = 'none'): string[] {
+  return ['--runtime', 'runc', '--network', network, ...ulimitArgs()];
 }
 
 function busyboxPath(): string | undefined {
@@ -269,7 +261,7 @@ export async function inspectContainer(name: string): Promise<ContainerState | u
 function runArgs(opts: RunContainerOptions): string[] {
   assertTestName(opts.name);
   const image = opts.image ?? ensureBusyboxImage();
-  const args = ['run', '-d', ...baseRunArgs(), '--name', opts.name];
+  const args = ['run', '-d', ...baseRunArgs(opts.network), '--name', opts.name];
   if (opts.cpus !== undefined) args.push('--cpus', String(opts.cpus));
   if (opts.memory !== undefined) args.push('--memory', opts.memory);
   if (opts.pidsLimit !== undefined) args.push('--pids-limit', String(opts.pidsLimit));

@@ -17,6 +17,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
+import { findOnPath } from '../../src/find-on-path';
 
 export interface UmlOptions {
   /** The linux.uml to boot (one of UML_KERNELS); default bookworm's 6.1. */
@@ -35,6 +36,11 @@ export interface UmlOptions {
    * (systemd's unified hierarchy), then poweroff. Default false: init.sh runs the script itself.
    */
   systemd?: boolean;
+  /**
+   * Host files copied into the run's output directory before boot: inside UML they are
+   * /run/out/<basename> (a tarball packed on the host, say). Basenames must be distinct.
+   */
+  outFiles?: string[];
 }
 
 export interface UmlRun {
@@ -67,19 +73,6 @@ export interface UmlRun {
 const CONSOLE_CAP = 4 * 1024 * 1024;
 let counter = 0;
 
-function findOnPath(name: string): string | null {
-  for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(':')) {
-    if (!dir) continue;
-    const p = path.join(dir, name);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      return p;
-    } catch {
-      /* next */
-    }
-  }
-  return null;
-}
 
 function umlBinary(): string | null {
   return findOnPath('linux.uml') ?? (fs.existsSync('/usr/bin/linux.uml') ? '/usr/bin/linux.uml' : null);
@@ -218,6 +211,7 @@ export async function runInUml(script: string, args: string[] = [], opts: UmlOpt
   fs.mkdirSync(umlDir);
   fs.mkdirSync(outDir);
   fs.writeFileSync(path.join(outDir, 'argv'), [process.execPath, script, ...args].join('\n') + '\n');
+  for (const f of opts.outFiles ?? []) fs.copyFileSync(f, path.join(outDir, path.basename(f)));
   const envLines = Object.entries(env).map(([k, v]) => `${k}=${v}`);
   if (envLines.length) fs.writeFileSync(path.join(outDir, 'env'), envLines.join('\n') + '\n');
 

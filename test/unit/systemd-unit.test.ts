@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { isRoot, need } from '../helpers/prereq';
+import { findOnPath } from '../../src/find-on-path';
 
 // dist/test/unit -> repository root
 const ROOT = path.resolve(__dirname, '../../..');
@@ -46,18 +47,7 @@ const ACCEPTED: Record<string, string> = {
   'SystemCallFilter=~@resources': 'Node raises RLIMIT_NOFILE at start (setrlimit)',
 };
 
-function which(bin: string): string | undefined {
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
-    const p = path.join(dir, bin);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      return p;
-    } catch {
-      /* next */
-    }
-  }
-  return undefined;
-}
+const which = (bin: string): string | undefined => findOnPath(bin, '') ?? undefined;
 
 function unitText(): string {
   return fs.readFileSync(UNIT, 'utf8');

@@ -26,14 +26,19 @@ function must(bin: string, args: string[], what: string): string {
   return r.stdout;
 }
 
-/** podman as the host notes run it in UML: storage and state on tmpfs, cgroupfs manager, file events. Also used by hooks-v2.ts. */
-export function setupPodman(): void {
+/**
+ * podman as the host notes run it in UML: storage and state on tmpfs, cgroupfs manager, file
+ * events. Also used by hooks-v2.ts, and by systemd-service.ts with `cgroupManager: 'systemd'`
+ * (systemd as PID 1 owns /sys/fs/cgroup already; containers become machine.slice/libpod-<id>.scope).
+ */
+export function setupPodman(o: { cgroupManager?: 'cgroupfs' | 'systemd' } = {}): void {
+  const manager = o.cgroupManager ?? 'cgroupfs';
   for (const d of ['/var/tmp', '/var/lib/containers', '/dev/shm']) {
     fs.mkdirSync(d, { recursive: true });
     must('/bin/mount', ['-t', 'tmpfs', 'tmpfs', d], `tmpfs on ${d}`);
   }
   // podman wants cgroup v2 at /sys/fs/cgroup: the same hierarchy init.sh mounted on /run/cg.
-  must('/bin/mount', ['-t', 'cgroup2', 'none', CG], 'cgroup2 on /sys/fs/cgroup');
+  if (manager === 'cgroupfs') must('/bin/mount', ['-t', 'cgroup2', 'none', CG], 'cgroup2 on /sys/fs/cgroup');
   // The daemon runs `podman inspect` with a bare environment (PATH only), so the settings
   // live where podman looks by itself: a tmpfs over /etc/containers holding the host's files
   // (policy.json, registries) and ours.
@@ -43,7 +48,7 @@ export function setupPodman(): void {
   must('/bin/mount', ['-t', 'tmpfs', 'tmpfs', etc], `tmpfs on ${etc}`);
   for (const [name, body] of keep) fs.writeFileSync(path.join(etc, name), body);
   fs.writeFileSync(path.join(etc, 'storage.conf'), '[storage]\ndriver = "vfs"\ngraphroot = "/run/pr"\nrunroot = "/run/prr"\n');
-  fs.writeFileSync(path.join(etc, 'containers.conf'), '[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\nruntime = "runc"\n[containers]\nnetns = "none"\n');
+  fs.writeFileSync(path.join(etc, 'containers.conf'), `[engine]\ncgroup_manager = "${manager}"\nevents_logger = "file"\nruntime = "runc"\n[containers]\nnetns = "none"\n`);
   const rootfs = '/run/rootfs';
   fs.mkdirSync(path.join(rootfs, 'bin'), { recursive: true });
   const bb = ['/bin/busybox', '/usr/bin/busybox'].find((p) => fs.existsSync(p));
