@@ -19,3 +19,29 @@ test('a storm of one log line is held to a burst per subject and summarised with
   log.warn({ cgroup: '/docker/a' }, 'reading counters failed');
   assert.equal(lines.filter((l) => l.cgroup === '/docker/a').length, LOG_BURST + 1);
 });
+
+test('on a journal stream (JOURNAL_STREAM is stdout\'s device:inode) each line carries its syslog priority prefix; elsewhere plain JSON', async (t) => {
+  const fs = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const { spawnSync } = await import('node:child_process');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cgwd-test-journal-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const script = `const { createLogger } = require(${JSON.stringify(path.resolve(__dirname, '../../src/log.js'))});
+    const log = createLogger('debug'); log.debug('d'); log.info('i'); log.warn('w'); log.error('e');`;
+  const runWith = (journalStream: (st: import('node:fs').Stats) => string): string => {
+    const out = path.join(dir, `out-${Math.random()}`);
+    const fd = fs.openSync(out, 'w');
+    const env = { ...process.env, JOURNAL_STREAM: journalStream(fs.fstatSync(fd)) };
+    const r = spawnSync(process.execPath, ['-e', script], { stdio: ['ignore', fd, 'inherit'], env, timeout: 10_000 });
+    fs.closeSync(fd);
+    assert.equal(r.status, 0);
+    return fs.readFileSync(out, 'utf8');
+  };
+  const journal = runWith((st) => `${st.dev}:${st.ino}`).trim().split('\n');
+  assert.deepEqual(journal.map((l) => l.slice(0, 3)), ['<7>', '<6>', '<4>', '<3>']);
+  assert.equal(JSON.parse(journal[2]!.slice(3)).msg, 'w', 'the rest of the line is the JSON as before');
+  // Inherited from a parent whose stdout was the journal: ours is a file, no prefix.
+  const plain = runWith((st) => `${st.dev}:${st.ino + 1}`).trim().split('\n');
+  assert.deepEqual(plain.map((l) => JSON.parse(l).msg), ['d', 'i', 'w', 'e']);
+});
