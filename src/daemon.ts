@@ -3,7 +3,7 @@ import cron, { type ScheduledTask } from 'node-cron';
 import os from 'node:os';
 import si from 'systeminformation';
 import { readDistro } from './kernel/os-release';
-import { checkSecrets, loadConfig } from './config/load';
+import { checkSecrets, loadConfig, loadWebConfig } from './config/load';
 import type { Config } from './config/schema';
 import { compose, coverageFor, type DaemonHooks, type Parts } from './compose';
 import type { Inventory } from './discovery/inventory';
@@ -15,6 +15,10 @@ import type { Logger } from './log';
 import { buildRecognisers } from './runtimes/index';
 import { serveMetrics } from './metrics/daemon-metrics';
 import type { MetricsServer } from './metrics/server';
+import { buildInfo } from './build-info';
+import { gatherStatus } from './status/gather';
+import { serveStatus, type StatusServer } from './status/server';
+import type { LoadedWebConfig } from './metrics/web-config-file';
 
 export type { DaemonHooks } from './compose';
 
@@ -38,6 +42,10 @@ export class Daemon {
   caps!: KernelCapabilities;
   parts?: Parts;
   metricsServer?: MetricsServer;
+  statusServer?: StatusServer;
+  private readonly startedAt = Date.now();
+  /** metrics.webConfigFile as read at start or the last reload. */
+  private web?: LoadedWebConfig;
   private task?: ScheduledTask;
   private running = false;
   private lifecycle: Promise<unknown> = Promise.resolve();
@@ -55,6 +63,8 @@ export class Daemon {
 
   private async doStart(): Promise<void> {
     const config = this.config;
+    // Before anything is touched: a bad web config must stop the start, not a half-started daemon.
+    this.web = loadWebConfig(config, this.configFile ? `config ${this.configFile}` : 'config');
     this.host = await setupHost(config);
     const { cgroups } = this.host;
     if (this.host.problems.length > 0) {
@@ -76,6 +86,7 @@ export class Daemon {
     await parts.alerts.start();
     this.watchOutbox(parts);
     await this.serveMetrics(parts);
+    this.statusServer = await serveStatus(config.paths.statusSocket, () => gatherStatus(parts, { version: buildInfo().version, startedAt: this.startedAt, config: this.config, cgroup: cgroups.version }), this.log);
 
     const t0 = process.hrtime.bigint();
     await parts.keeper.start();
@@ -144,7 +155,7 @@ export class Daemon {
   private async serveMetrics(parts: Parts): Promise<void> {
     const { metrics } = this.config;
     if (!metrics.enabled) return;
-    this.metricsServer = await serveMetrics(parts.metrics, metrics.listen, this.log);
+    this.metricsServer = await serveMetrics(parts.metrics, metrics.listen, this.log, this.web);
     const c = this.caps;
     const signals = { pids_events_inotify: c.pidsInotify, pids_kmsg: c.pidsKmsg, memory_events_inotify: c.memoryInotify, pids_events_local: c.pidsEventsLocal, memory_events_local: c.memoryEventsLocal, pids_localevents_mount: c.pidsLocaleventsMount, memory_localevents_mount: c.memoryLocaleventsMount, host_cgroup_namespace: this.host.cgroupNamespace.kind === 'host' };
     for (const [capability, v] of Object.entries(signals)) parts.metrics.daemon.kernelCapability.set({ capability }, signalValue(v));
@@ -197,9 +208,12 @@ export class Daemon {
       return false;
     }
     let next: Config;
+    let nextWeb: LoadedWebConfig | undefined;
     try {
       next = loadConfig(this.configFile);
       checkSecrets(next, `config ${this.configFile}`);
+      // Read again even when the path is the same: a reload is how a renewed certificate or a changed user list is taken in.
+      nextWeb = loadWebConfig(next, `config ${this.configFile}`);
     } catch (err) {
       this.log.error({ err: (err as Error).message }, 'reload failed: keeping the running config');
       return false;
@@ -223,7 +237,9 @@ export class Daemon {
       parts.keeper.rediscover();
     }
     if (!same((c) => c.discovery.reconcileSchedule)) await this.schedule();
-    if (!same((c) => c.metrics)) {
+    const webChanged = this.web?.fingerprint !== nextWeb?.fingerprint;
+    this.web = nextWeb;
+    if (!same((c) => c.metrics) || webChanged) {
       await this.metricsServer?.close();
       this.metricsServer = undefined;
       await this.serveMetrics(parts);
@@ -248,5 +264,7 @@ export class Daemon {
     await p?.alerts.stop();
     await this.metricsServer?.close();
     this.metricsServer = undefined;
+    await this.statusServer?.close();
+    this.statusServer = undefined;
   }
 }

@@ -21,6 +21,7 @@ export const AlertKind = z.enum([
   'memory-warning', // memory usage at or above its percentage of the limit
   'host-pids-warning', // host task count near kernel.pid_max
   'pids-policy-too-low', // the policy value is below the tasks a container runs: not written
+  'test', // `cgwatchdog test-alert`: never raised by detection
 ]);
 export type AlertKind = z.infer<typeof AlertKind>;
 
@@ -112,6 +113,8 @@ export const ConfigSchema = z
         procRoot: z.string().startsWith('/').default('/proc'),
         kmsg: z.string().startsWith('/').default('/dev/kmsg'),
         stateDir: z.string().startsWith('/').default('/var/lib/cgwatchdog'),
+        // `cgwatchdog status` asks the running daemon here (root only: the directory 0700, the socket 0600).
+        statusSocket: z.string().startsWith('/').default('/run/cgwatchdog/status.sock'),
       })
       .strict()
       .prefault({}),
@@ -224,6 +227,9 @@ export const ConfigSchema = z
           .string()
           .regex(/^(\[[0-9a-fA-F:]+\]|[0-9.]+|[A-Za-z0-9.-]*):\d{1,5}$/, 'expected "host:port", e.g. "0.0.0.0:9464"')
           .default('0.0.0.0:9464'),
+        // A Prometheus exporter-toolkit web config (node_exporter's --web.config.file): TLS and
+        // basic auth for every endpoint. Read at load and at every reload (src/metrics/web-config.ts).
+        webConfigFile: z.string().startsWith('/').optional(),
       })
       .strict()
       .prefault({}),

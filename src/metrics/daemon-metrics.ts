@@ -3,7 +3,7 @@ import type { LimitEvent } from '../detect/event';
 import type { ContainerRecord } from '../discovery/container';
 import type { Logger } from '../log';
 import { createMetrics, type ContainerSnapshot, type DaemonMetrics, type MetricsSource } from './registry';
-import { startMetricsServer, type MetricsServer } from './server';
+import { startMetricsServer, type MetricsServer, type MetricsServerOptions } from './server';
 
 /** What the metrics read: the container records, the host's usage, the sources' health. Nothing else of the daemon. */
 export interface MetricsView {
@@ -36,8 +36,10 @@ export class DaemonMetricsState implements MetricsSource {
     if (e.latencyMs !== undefined) this.daemon?.detectionLatencySeconds.observe({ source: e.source }, e.latencyMs / 1000);
     // A hit in a container's sub-cgroup (or of one just removed) is the container's; a pod's
     // is in the host-level counter above.
-    const h = this.view.owner(e.cgroupPath)?.hits;
-    if (!h) return;
+    const owner = this.view.owner(e.cgroupPath);
+    if (!owner) return;
+    const h = owner.hits;
+    owner.lastEvent = { kind: e.kind, at: e.at };
     if (e.kind === 'pids-max') h.pidsLimitHits += e.count;
     else if (e.kind === 'oom') h.oomEvents += e.count;
     else if (e.kind === 'oom-kill') h.oomKills += e.count;
@@ -96,8 +98,8 @@ export class DaemonMetricsState implements MetricsSource {
 }
 
 /** Start /metrics and /healthz; returns the server (the handles to observe with are on `state`). */
-export async function serveMetrics(state: DaemonMetricsState, listen: string, log: Logger): Promise<MetricsServer> {
+export async function serveMetrics(state: DaemonMetricsState, listen: string, log: Logger, web?: MetricsServerOptions['web']): Promise<MetricsServer> {
   const m = createMetrics(state);
   state.daemon = m.daemon;
-  return startMetricsServer({ listen, registry: m.registry, source: state, logger: log });
+  return startMetricsServer({ listen, registry: m.registry, source: state, logger: log, ...(web ? { web } : {}) });
 }

@@ -1,4 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { buildInfo } from '../build-info';
 
 // One registry of our own (not prom-client's global one), so tests and a reload can make a
 // fresh one. Per-container and host series are read at scrape time from an in-memory
@@ -193,6 +194,9 @@ export function createMetrics(source: MetricsSource, opts: CreateMetricsOptions 
         if (v !== undefined && Number.isFinite(v)) this.set(v);
       },
     });
+  // As Prometheus' own *_build_info: 1, the facts in labels (commit "" when dist/ does not know it).
+  const info = buildInfo();
+  new Gauge({ name: `${P}build_info`, help: 'The cgwatchdog build (1): version, Node.js version, git commit of dist/ ("" when unknown).', labelNames: ['version', 'node', 'commit'], registers }).set({ version: info.version, node: info.node, commit: info.commit ?? '' }, 1);
   hostGauge('host_pid_max', 'kernel.pid_max of the host PID namespace.', (h) => h.pidMax);
   hostGauge('host_tasks', 'Tasks (threads) on the host.', (h) => h.tasks);
   hostGauge('host_threads_max', 'kernel.threads-max.', (h) => h.threadsMax);
