@@ -22,7 +22,7 @@ function stats(xs: number[]): string {
 
 for (const k of UML_KERNELS) test(`cgwatchdog apply and run against a real cgroup v2 kernel (UML) [${k.suite}]`, async (t) => {
   kernelReady(k);
-  const run: UmlRun = await runInUml(path.join(__dirname, 'scripts', 'daemon-v2.js'), [], { kernel: k, timeoutMs: 90_000 });
+  const run: UmlRun = await runInUml(path.join(__dirname, 'scripts', 'daemon-v2.js'), [], { kernel: k, timeoutMs: 150_000 });
   t.diagnostic(`boot+run ${run.durationMs} ms, kernel ${run.kernel}`);
   const { get, results: r, tail } = resultsByCheck<Rec>(run);
 
@@ -110,8 +110,10 @@ for (const k of UML_KERNELS) test(`cgwatchdog apply and run against a real cgrou
       t.diagnostic(`${x.name}: mkdir -> pids.max seen (1 ms polling) ${x.measuredMs?.toFixed(1)} ms; daemon logged inotify -> written ${x.loggedLatencyMs} ms`);
       assert.equal(x.pidsMax, String(hostPolicy), JSON.stringify(x));
       assert.equal(typeof x.measuredMs, 'number', `${x.name}: pids.max never changed`);
-      assert.equal(typeof x.loggedLatencyMs, 'number', `${x.name}: no "creation to pids.max written" line`);
-      assert.equal(x.set?.why, 'appeared', JSON.stringify(x.set));
+      // The test's reconcile runs every 2 s: now and then its walk meets the new cgroup before
+      // inotify's handler does (seen once in CI, the pod's container, 82 ms): set either way.
+      assert.ok(['appeared', 'reconcile'].includes(x.set?.why), JSON.stringify(x.set));
+      if (x.set.why === 'appeared') assert.equal(typeof x.loggedLatencyMs, 'number', `${x.name}: no "creation to pids.max written" line`);
       assert.equal(x.set.old, 'max');
       // UML makes every system call a ptrace round trip: a loose bound, the numbers are printed.
       assert.ok(x.measuredMs < 1000, `${x.name}: ${x.measuredMs} ms from mkdir to pids.max`);

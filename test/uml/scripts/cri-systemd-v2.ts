@@ -239,7 +239,7 @@ async function main(): Promise<void> {
   const pods: string[] = [];
   const containers: string[] = [];
   try {
-    const ready = await d.waitMsg('initial reconcile done', 30_000);
+    const ready = await d.waitMsg('initial reconcile done', 60_000);
     const caps = d.lines.find((l) => l.msg?.startsWith('kernel signals measured'));
     emit({ check: 'daemon', readyMs: Math.round(nowMs() - tD), ready: pick(ready), capabilities: pick(caps), problems: d.problems().map(pick) });
     if (!ready) throw new Error(`the daemon did not get ready: ${d.stderr.slice(-1500)}`);

@@ -76,7 +76,7 @@ async function main(): Promise<void> {
   // --- 3. the daemon in enforce mode -------------------------------------------------------
   const t0 = nowMs();
   const d = new DaemonProc(enforceFile, 'enforce');
-  const ready = await d.waitMsg('initial reconcile done', 30_000);
+  const ready = await d.waitMsg('initial reconcile done', 60_000);
   const readyMs = nowMs() - t0;
   emit({
     check: 'daemon-start',
@@ -268,7 +268,7 @@ async function main(): Promise<void> {
   {
     const before = snapshot();
     const o = new DaemonProc(observeFile, 'observe');
-    const oready = await o.waitMsg('initial reconcile done', 30_000);
+    const oready = await o.waitMsg('initial reconcile done', 60_000);
     const rel = `${TEST}/docker/${hex64()}`;
     const t = nowMs();
     fs.mkdirSync(abs(rel));

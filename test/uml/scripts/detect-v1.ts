@@ -114,7 +114,7 @@ async function main(): Promise<void> {
   });
 
   const d = new DaemonProc(config, 'detect-v1');
-  const ready = await d.waitMsg('detection running', 30_000);
+  const ready = await d.waitMsg('detection running', 60_000);
   emit({
     check: 'daemon-start',
     ready: pick(ready),

@@ -57,7 +57,7 @@ async function main(): Promise<void> {
 
   const t0 = nowMs();
   const d = new DaemonProc(config, 'detect');
-  const ready = await d.waitMsg('initial reconcile done', 30_000);
+  const ready = await d.waitMsg('initial reconcile done', 60_000);
   emit({
     check: 'daemon-start',
     ready: pick(ready),

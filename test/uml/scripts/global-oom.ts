@@ -35,7 +35,7 @@ async function main(): Promise<void> {
   const d = new DaemonProc(cfg, 'global-oom');
   try {
     fs.writeFileSync(`/proc/${d.child.pid}/oom_score_adj`, '-1000');
-    if (!(await d.waitMsg('detection running', 30_000))) throw new Error(`the daemon did not get ready: ${d.stderr.slice(-1000)}`);
+    if (!(await d.waitMsg('detection running', 60_000))) throw new Error(`the daemon did not get ready: ${d.stderr.slice(-1000)}`);
     fs.mkdirSync('/run/bin', { recursive: true });
     fs.symlinkSync(process.execPath, '/run/bin/memhog');
     const hog = spawn('/run/bin/memhog', ['-e', HOG], { stdio: ['pipe', 'pipe', 'pipe'] });

@@ -55,7 +55,7 @@ async function main(): Promise<void> {
   let d = new DaemonProc(cfg, 'never-silent');
   try {
     // Detection runs (kmsg followed from "now") only after the initial reconcile.
-    if (!(await d.waitMsg('detection running', 30_000))) throw new Error(`the daemon did not get ready: ${d.stderr.slice(-1000)}`);
+    if (!(await d.waitMsg('detection running', 60_000))) throw new Error(`the daemon did not get ready: ${d.stderr.slice(-1000)}`);
 
     // --- a discovery root that appears after the start ----------------------------------------
     const lateId = hex64();

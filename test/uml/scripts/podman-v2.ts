@@ -79,7 +79,7 @@ async function main(): Promise<void> {
   // /libpod_parent appears with the first container: the daemon watches for it.
   const d = new DaemonProc(cfg, 'podman-v2');
   try {
-    if (!(await d.waitMsg('detection running', 30_000))) throw new Error(`the daemon did not get ready: ${d.stderr.slice(-1000)}`);
+    if (!(await d.waitMsg('detection running', 60_000))) throw new Error(`the daemon did not get ready: ${d.stderr.slice(-1000)}`);
     emit({ check: 'setup', podman: must('/usr/bin/podman', ['version', '--format', '{{.Client.Version}}'], 'podman version') });
 
     const t0 = nowMs();

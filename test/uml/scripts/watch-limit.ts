@@ -31,7 +31,7 @@ async function main(): Promise<void> {
   });
   const d = new DaemonProc(cfg, 'watch-limit');
   try {
-    const started = await d.waitMsg('detection running', 30_000);
+    const started = await d.waitMsg('detection running', 60_000);
     // Room for a few more watches only: the daemon's own (and its kmsg reader's) are made.
     const used = 12;
     fs.writeFileSync(WATCHES, String(used + 4));
