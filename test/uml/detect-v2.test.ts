@@ -164,6 +164,7 @@ for (const k of UML_KERNELS) test(`detection in a real cgroup v2 kernel (UML): f
     assert.equal(kills[0]!.limitScope, 'pod', "the pod's limit fired");
     // The pod's own `oom` (its limit was hit) is the pod's, naming it.
     const podOom = (p.alerts as Rec[]).filter((a) => a.kind === 'oom' && a.state === 'firing' && a.cgroupPath === p.pod);
+    t.diagnostic(`the pod's own oom alert ${p.podOomMs?.toFixed(0)} ms after go${p.podOomMs > 8000 ? ' (LATE: a known race, see the closing note of the session that saw it)' : ''}`);
     assert.equal(podOom.length, 1, JSON.stringify(p.alerts));
     assert.equal(podOom[0]!.limitScope, 'pod');
     assert.equal(podOom[0]!.podUid, p.pod.split('/pod').pop());

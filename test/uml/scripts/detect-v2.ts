@@ -169,8 +169,10 @@ async function main(): Promise<void> {
     });
   });
   const podKill = await rx.waitFor((r) => r.body?.kind === 'oom-kill' && r.body?.state === 'firing' && r.body?.container?.id === podCtrId, 5000);
-  // The pod's own `oom` (its limit was hit) comes too; under CI load it came >1.5 s after the kill.
-  await rx.waitFor((r) => r.body?.kind === 'oom' && r.body?.state === 'firing' && r.body?.container?.cgroupPath === POD, 8000);
+  // The pod's own `oom` (its limit was hit) comes too; under CI load it came >1.5 s after the
+  // kill, and once not within 8 s (a race between the pod's and the container's reads, not
+  // understood yet): the 60 s safety net is the bound it must meet.
+  const podOom = await rx.waitFor((r) => r.body?.kind === 'oom' && r.body?.state === 'firing' && r.body?.container?.cgroupPath === POD, 65_000);
   await sleep(500); // anything else (a second oom-kill alert would be a bug) arrives meanwhile
   emit({
     check: 'pod-memory',
@@ -180,6 +182,7 @@ async function main(): Promise<void> {
     localAfter: { pod: local(POD), ctr: local(PC) },
     hierAfter: { pod: readKeyed(path.join(abs(POD), 'memory.events')), ctr: readKeyed(path.join(abs(PC), 'memory.events')) },
     alertMs: podKill ? podKill.at - podGo : null,
+    podOomMs: podOom ? podOom.at - podGo : null,
     alerts: rx.got.filter((r) => r.at >= podGo).map((r) => ({ kind: r.body?.kind, state: r.body?.state, limitScope: r.body?.limitScope, id: r.body?.container?.id, cgroupPath: r.body?.container?.cgroupPath, podUid: r.body?.container?.podUid, count: r.body?.counters?.eventsTotal, victim: r.body?.victim?.comm })),
   });
 
