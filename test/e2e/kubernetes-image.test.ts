@@ -38,7 +38,7 @@ import {
   startContainer,
   testContainerName,
 } from '../helpers/podman';
-import { freePort, startWebhookReceiver, type LogLine } from '../helpers/daemon';
+import { freePort, jsonLines, startWebhookReceiver, type LogLine } from '../helpers/daemon';
 import { podmanStart, until } from '../helpers/prometheus';
 import { BUILD_BASE, CONTAINERFILE, REPO, configMapConfigText, daemonContainer, loadManifests, manifestOfKind, mountsOf } from '../helpers/kubernetes';
 
@@ -89,58 +89,18 @@ async function buildContext(dir: string): Promise<void> {
 
 /** Follows `podman logs -f`: the daemon's JSON lines. */
 function followLogs(name: string): { logs: LogLine[]; other: string[]; proc: ChildProcess; waitFor(pred: (l: LogLine) => boolean, ms: number): Promise<LogLine> } {
-  const logs: LogLine[] = [];
-  const other: string[] = [];
-  const waiters = new Set<{ pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }>();
   const proc = spawn('podman', ['logs', '-f', name], { stdio: ['ignore', 'pipe', 'pipe'], cwd: os.tmpdir() });
-  let buf = '';
-  const onData = (d: Buffer): void => {
-    buf += d.toString('utf8');
-    let i: number;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      let l: LogLine;
-      try {
-        l = { ...JSON.parse(line), _at: Date.now() };
-      } catch {
-        other.push(line);
-        continue;
-      }
-      logs.push(l);
-      for (const w of [...waiters]) {
-        if (w.pred(l)) {
-          waiters.delete(w);
-          w.resolve(l);
-        }
-      }
-    }
-  };
-  proc.stdout.on('data', onData);
-  proc.stderr.on('data', onData);
+  const lines = jsonLines();
+  // One parser for both: podman logs mixes the container's stdout and stderr.
+  proc.stdout.on('data', lines.feed);
+  proc.stderr.on('data', lines.feed);
+  const { logs, other } = lines;
   return {
     logs,
     other,
     proc,
-    waitFor(pred, ms) {
-      const have = logs.find(pred);
-      if (have) return Promise.resolve(have);
-      return new Promise((resolve, reject) => {
-        const w = {
-          pred,
-          resolve: (l: LogLine) => {
-            clearTimeout(timer);
-            resolve(l);
-          },
-        };
-        const timer = setTimeout(() => {
-          waiters.delete(w);
-          const tail = [...logs.slice(-15).map((l) => JSON.stringify(l)), ...other.slice(-10)].join('\n');
-          reject(new Error(`no such log line from the image within ${ms} ms; tail:\n${tail}`));
-        }, ms);
-        waiters.add(w);
-      });
-    },
+    waitFor: (pred, ms) =>
+      lines.waitFor(pred, ms, () => `no such log line from the image within ${ms} ms; tail:\n${[...logs.slice(-15).map((l) => JSON.stringify(l)), ...other.slice(-10)].join('\n')}`),
   };
 }
 

@@ -99,6 +99,65 @@ function configText(config: unknown): string {
 }
 
 /** Start `cgwatchdog run --config <file>` with `config` written as YAML. */
+/** A JSON-lines log read from a stream: every line parsed (others kept apart), and waits for one. */
+export interface JsonLines {
+  logs: LogLine[];
+  other: string[];
+  /** Feed it the stream's chunks. */
+  feed: (chunk: Buffer) => void;
+  /** The first line (seen or to come) matching pred; rejects with failure()'s text after timeoutMs. */
+  waitFor(pred: (l: LogLine) => boolean, timeoutMs: number, failure: () => string): Promise<LogLine>;
+}
+
+export function jsonLines(onRaw?: (raw: string) => void): JsonLines {
+  const logs: LogLine[] = [];
+  const other: string[] = [];
+  const waiters = new Set<{ pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }>();
+  let buf = '';
+  const feed = (b: Buffer): void => {
+    buf += b.toString('utf8');
+    const parts = buf.split('\n');
+    buf = parts.pop() ?? '';
+    for (const raw of parts) {
+      if (!raw.trim()) continue;
+      onRaw?.(raw);
+      let l: LogLine;
+      try {
+        l = { ...(JSON.parse(raw) as Record<string, unknown>), _at: Date.now() };
+      } catch {
+        other.push(raw);
+        continue;
+      }
+      logs.push(l);
+      for (const w of [...waiters]) {
+        if (w.pred(l)) {
+          waiters.delete(w);
+          w.resolve(l);
+        }
+      }
+    }
+  };
+  const waitFor = (pred: (l: LogLine) => boolean, timeoutMs: number, failure: () => string): Promise<LogLine> => {
+    const have = logs.find(pred);
+    if (have) return Promise.resolve(have);
+    return new Promise((resolve, reject) => {
+      const w = {
+        pred,
+        resolve: (l: LogLine) => {
+          clearTimeout(timer);
+          resolve(l);
+        },
+      };
+      const timer = setTimeout(() => {
+        waiters.delete(w);
+        reject(new Error(failure()));
+      }, timeoutMs);
+      waiters.add(w);
+    });
+  };
+  return { logs, other, feed, waitFor };
+}
+
 export function startDaemon(config: unknown, opts: StartDaemonOptions = {}): DaemonHandle {
   let dir: string;
   let ownDir = false;
@@ -129,34 +188,12 @@ export function startDaemon(config: unknown, opts: StartDaemonOptions = {}): Dae
   const cli = opts.uid === undefined ? CLI : cliReadableByAll();
   const proc = spawn(process.execPath, [...productionNodeFlags(), cli, 'run', '--config', configPath], spawnOpts);
 
-  const logs: LogLine[] = [];
-  const otherOutput: string[] = [];
-  let stderr = '';
-  let buf = '';
-  const waiters = new Set<{ pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }>();
-  proc.stdout!.on('data', (b: Buffer) => {
-    buf += b.toString('utf8');
-    const parts = buf.split('\n');
-    buf = parts.pop() ?? '';
-    for (const raw of parts) {
-      if (!raw.trim()) continue;
-      if (opts.echo) process.stderr.write(`[daemon ${proc.pid}] ${raw}\n`);
-      let l: LogLine;
-      try {
-        l = { ...(JSON.parse(raw) as Record<string, unknown>), _at: Date.now() };
-      } catch {
-        otherOutput.push(raw);
-        continue;
-      }
-      logs.push(l);
-      for (const w of [...waiters]) {
-        if (w.pred(l)) {
-          waiters.delete(w);
-          w.resolve(l);
-        }
-      }
-    }
+  const lines = jsonLines((raw) => {
+    if (opts.echo) process.stderr.write(`[daemon ${proc.pid}] ${raw}\n`);
   });
+  const { logs, other: otherOutput } = lines;
+  let stderr = '';
+  proc.stdout!.on('data', lines.feed);
   proc.stderr!.on('data', (b: Buffer) => {
     stderr += b.toString('utf8');
     if (opts.echo) process.stderr.write(`[daemon ${proc.pid} stderr] ${b.toString('utf8')}`);
@@ -173,24 +210,8 @@ export function startDaemon(config: unknown, opts: StartDaemonOptions = {}): Dae
       .filter(Boolean)
       .join('\n');
 
-  const waitForLog = (pred: (l: LogLine) => boolean, timeoutMs: number): Promise<LogLine> => {
-    const have = logs.find(pred);
-    if (have) return Promise.resolve(have);
-    return new Promise((resolve, reject) => {
-      const w = {
-        pred,
-        resolve: (l: LogLine) => {
-          clearTimeout(timer);
-          resolve(l);
-        },
-      };
-      const timer = setTimeout(() => {
-        waiters.delete(w);
-        reject(new Error(`daemon log line not seen within ${timeoutMs} ms (${isAlive() ? 'running' : `exited ${proc.exitCode ?? proc.signalCode}`}); last lines:\n${tail()}`));
-      }, timeoutMs);
-      waiters.add(w);
-    });
-  };
+  const waitForLog = (pred: (l: LogLine) => boolean, timeoutMs: number): Promise<LogLine> =>
+    lines.waitFor(pred, timeoutMs, () => `daemon log line not seen within ${timeoutMs} ms (${isAlive() ? 'running' : `exited ${proc.exitCode ?? proc.signalCode}`}); last lines:\n${tail()}`);
 
   let stopping: Promise<{ code: number | null; signal: NodeJS.Signals | null }> | undefined;
   const cleanupDir = (): void => {
