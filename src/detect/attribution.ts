@@ -179,6 +179,9 @@ export interface MemoryObservation {
   ownsBelow?: boolean;
 }
 
+/** What a cgroup's remainder (hierarchical − own − watched children) owes the next read, per kind. */
+export type MemoryCarry = Map<string, Partial<Record<Exclude<CounterKind, 'pids-max'>, number>>>;
+
 export interface MemoryAttribution {
   path: string;
   kind: Exclude<CounterKind, 'pids-max'>;
@@ -193,10 +196,18 @@ export interface MemoryAttribution {
  * never invents one. Without local counters: own = delta − Σ watched children. Non-
  * hierarchical (v1, memory_localevents) counters are taken as they are. OOM kills are
  * counted by `oom-kill` (as containerd does), not by `oom`.
+ *
+ * The kernel bumps memory.events.local before it walks up memory.events (memcg_memory_event,
+ * every kernel since 5.2), and memory.events is read first: one read can show an event in
+ * the local file only, and the next read its hierarchical half. So a kind counts when either
+ * file moved (a pod's own `oom` was lost this way, UML 6.12), and what one read leaves
+ * negative in the remainder (local or a child ahead of the hierarchical counter) is owed
+ * against the next read's, in `carry` (per path and kind, kept by the caller), instead of
+ * turning into a hit there that nobody had.
  */
-export function attributeMemoryEvents(observations: readonly MemoryObservation[]): MemoryAttribution[] {
+export function attributeMemoryEvents(observations: readonly MemoryObservation[], carry?: MemoryCarry): MemoryAttribution[] {
   const kinds = new Set<Exclude<CounterKind, 'pids-max'>>();
-  for (const o of observations) for (const k of Object.keys(o.deltas)) kinds.add(k as Exclude<CounterKind, 'pids-max'>);
+  for (const o of observations) for (const k of [...Object.keys(o.deltas), ...Object.keys(o.localDeltas ?? {})]) kinds.add(k as Exclude<CounterKind, 'pids-max'>);
   const parents = nearestWatchedAncestors(observations.map((o) => o.path));
   const out: MemoryAttribution[] = [];
   for (const kind of kinds) {
@@ -215,7 +226,16 @@ export function attributeMemoryEvents(observations: readonly MemoryObservation[]
       if (!o.hierarchical || !o.localDeltas) continue;
       const p = norm(o.path);
       const own = o.localDeltas[kind] ?? 0;
-      const below = o.ownsBelow === false ? 0 : Math.max(0, (hier.get(p) ?? 0) - own - (childSum.get(p) ?? 0));
+      let below = 0;
+      if (o.ownsBelow !== false) {
+        const others = own + (childSum.get(p) ?? 0);
+        const owed = carry?.get(p)?.[kind] ?? 0;
+        const acc = owed + (hier.get(p) ?? 0) - others;
+        below = Math.max(0, acc);
+        // Never owe more than this read gave elsewhere: a debt that cannot be a race's is dropped.
+        const next = acc < 0 ? Math.max(acc, -others) : 0;
+        if (carry && (next !== 0 || owed !== 0)) carry.set(p, { ...carry.get(p), [kind]: next });
+      }
       if (own + below > 0) out.push({ path: p, kind, count: own + below });
       counted.add(p);
     }

@@ -5,7 +5,7 @@ import type { Container } from '../discovery/container';
 import { NO_COVERAGE, type InotifyKinds, type SweepCoverage } from '../kernel/capabilities';
 import { watchHealth } from '../kernel/inotify';
 import type { Logger } from '../log';
-import { attributeMemoryEvents, attributePidsHits, hitsBelow, type MemoryObservation, type PidsObservation } from './attribution';
+import { attributeMemoryEvents, attributePidsHits, hitsBelow, type MemoryCarry, type MemoryObservation, type PidsObservation } from './attribution';
 import { CounterTracker, memoryLocalDeltas, type CgroupCounters } from './counter-diff';
 import type { EventSource, OomVictim } from './event';
 import { InotifySource } from './inotify-source';
@@ -76,6 +76,8 @@ interface Watched {
  */
 export class DetectionEngine extends EventEmitter {
   readonly tracker = new CounterTracker();
+  /** Per cgroup, what its memory remainder owes the next read (see attributeMemoryEvents). */
+  private readonly memoryCarry: MemoryCarry = new Map();
   /** Shared with the usage monitor: one set of kept-open fds per cgroup. */
   readonly reader = new CounterReader({ pinnedOnly: true });
   private readonly watched = new Map<string, Watched>();
@@ -158,6 +160,7 @@ export class DetectionEngine extends EventEmitter {
     this.inotify.stop();
     for (const p of this.watched.keys()) this.net.delete(p);
     this.watched.clear();
+    this.memoryCarry.clear();
     this.fast.clear();
     this.reader.close();
   }
@@ -253,6 +256,7 @@ export class DetectionEngine extends EventEmitter {
     this.net.delete(path);
     if (w.owner) this.watched.get(w.owner)?.subs?.delete(path);
     this.tracker.forget(path);
+    this.memoryCarry.delete(path);
     this.merger.cgroupGone(path);
     for (const f of this.o.cgroups.counterFiles(path)) this.reader.forgetFile(f);
   }
@@ -352,7 +356,7 @@ export class DetectionEngine extends EventEmitter {
       }
       for (const b of hitsBelow(pids)) this.findHitBelow(b.path, b.count, source, kernelAt);
     }
-    for (const a of attributeMemoryEvents(memory)) {
+    for (const a of attributeMemoryEvents(memory, this.memoryCarry)) {
       const m = this.tracker.get(a.path)?.memory;
       const counter = m ? { 'memory-max': m.max, 'memory-high': m.high, oom: m.oom, 'oom-kill': m.oomKill, 'oom-group-kill': m.oomGroupKill }[a.kind] : undefined;
       this.merger.counter({ cgroupPath: a.path, containerId: this.watched.get(a.path)?.container?.id, kind: a.kind, count: a.count, counter, source, kernelAt });

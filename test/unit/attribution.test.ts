@@ -161,3 +161,30 @@ test('6.11+: a child counter read ahead of its parent invents no hit; a hit belo
   assert.deepEqual(attributePidsHits([local('/c', 4, 0)]), []);
   assert.deepEqual(hitsBelow([local('/c', 4, 0)]), [{ path: '/c', count: 4 }]);
 });
+
+test('memory.events.local read ahead of memory.events (the kernel bumps local first): counted once, in whichever read shows it', () => {
+  // A pod's own oom: read N sees only the local file move, read N+1 only the hierarchical one.
+  const carry = new Map();
+  const n = attributeMemoryEvents([{ path: POD, deltas: {}, hierarchical: true, localDeltas: { oom: 1 }, ownsBelow: false }], carry);
+  assert.deepEqual(n, [{ path: POD, kind: 'oom', count: 1 }]);
+  const n1 = attributeMemoryEvents([{ path: POD, deltas: { oom: 1 }, hierarchical: true, localDeltas: {}, ownsBelow: false }], carry);
+  assert.deepEqual(n1, []);
+  // A container's own OOM kill split the same way: not counted a second time as its sub-cgroups'.
+  const c = new Map();
+  assert.deepEqual(attributeMemoryEvents([{ path: C1, deltas: {}, hierarchical: true, localDeltas: { 'oom-kill': 1 }, ownsBelow: true }], c), [{ path: C1, kind: 'oom-kill', count: 1 }]);
+  assert.deepEqual(attributeMemoryEvents([{ path: C1, deltas: { 'oom-kill': 1 }, hierarchical: true, localDeltas: {}, ownsBelow: true }], c), []);
+  // Without the carry, the second read would have invented a hit below the container.
+  assert.deepEqual(attributeMemoryEvents([{ path: C1, deltas: { 'oom-kill': 1 }, hierarchical: true, localDeltas: {}, ownsBelow: true }]), [{ path: C1, kind: 'oom-kill', count: 1 }]);
+  // A watched sub-cgroup read after its container, ahead of it: the container owes it, then a real hit below still counts.
+  const SUB = `${C1}/init.scope`;
+  const s = new Map();
+  assert.deepEqual(
+    attributeMemoryEvents([
+      { path: C1, deltas: {}, hierarchical: true, localDeltas: {}, ownsBelow: true },
+      { path: SUB, deltas: { 'oom-kill': 1 }, hierarchical: true, localDeltas: { 'oom-kill': 1 }, ownsBelow: true },
+    ], s),
+    [{ path: SUB, kind: 'oom-kill', count: 1 }],
+  );
+  assert.deepEqual(attributeMemoryEvents([{ path: C1, deltas: { 'oom-kill': 1 }, hierarchical: true, localDeltas: {}, ownsBelow: true }, { path: SUB, deltas: {}, hierarchical: true, localDeltas: {}, ownsBelow: true }], s), []);
+  assert.deepEqual(attributeMemoryEvents([{ path: C1, deltas: { 'oom-kill': 1 }, hierarchical: true, localDeltas: {}, ownsBelow: true }, { path: SUB, deltas: {}, hierarchical: true, localDeltas: {}, ownsBelow: true }], s), [{ path: C1, kind: 'oom-kill', count: 1 }]);
+});
