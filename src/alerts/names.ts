@@ -6,6 +6,7 @@ import type { Container } from '../discovery/container';
 import type { Logger } from '../log';
 import { CriConnection, CriError, criNames } from '../runtimes/cri-client';
 import { ContainerdConnection, containerdNames } from '../runtimes/containerd-client';
+import { ContainersStorage } from '../runtimes/containers-storage';
 
 // Human names for containers, looked up off the detection path: detection never awaits a
 // lookup; alerts carry whatever is known when they are built. Each source is asked with a
@@ -24,6 +25,8 @@ export interface NameResolverOptions {
   podmanSocket: string;
   /** Empty: never run podman inspect. */
   podmanBinary: string;
+  /** containers/storage's graph root, read for podman's names before the socket or inspect; empty: never. */
+  containersStorage?: string;
   kubernetesPodLogs: string;
   /**
    * CRI sockets (containerd's CRI plugin, CRI-O), asked in this order for Kubernetes
@@ -126,9 +129,11 @@ export class NameResolver {
   private readonly waiting: (() => void)[] = [];
   private readonly criConnections = new Map<string, CriConnection>();
   private containerdConnection?: ContainerdConnection;
+  private readonly storage?: ContainersStorage;
 
   constructor(private readonly opts: NameResolverOptions) {
     this.now = opts.now ?? Date.now;
+    if (opts.containersStorage) this.storage = new ContainersStorage(opts.containersStorage);
   }
 
   /**
@@ -163,7 +168,7 @@ export class NameResolver {
    * Whether a source could name the container now: a socket that exists, podman to run, a
    * name that is the id. Cheap (stat calls); false means a lookup would find nothing.
    */
-  canAsk(c: Pick<Container, 'runtime' | 'podUid' | 'namespace'>): boolean {
+  canAsk(c: Pick<Container, 'runtime' | 'podUid' | 'namespace'> & { id?: string }): boolean {
     const o = this.opts;
     const has = (p: string | undefined): boolean => !!p && fs.existsSync(p);
     const cri = (): boolean => (o.criSockets ?? []).some(has);
@@ -172,7 +177,7 @@ export class NameResolver {
       case 'docker':
         return has(o.dockerSocket) || pods();
       case 'podman':
-        return has(o.podmanSocket) || o.podmanBinary !== '';
+        return has(o.podmanSocket) || o.podmanBinary !== '' || (c.id !== undefined && this.storage?.lookup(c.id) !== undefined);
       case 'containerd':
         return c.podUid ? cri() || pods() : !!c.namespace || has(o.containerdSocket);
       case 'crio':
@@ -263,6 +268,8 @@ export class NameResolver {
 
   private async podman(id: string): Promise<NameInfo> {
     if (!isHexId(id)) throw new Error('not a hex container id');
+    const stored = this.storage?.lookup(id);
+    if (stored?.name) return stored;
     if (fs.existsSync(this.opts.podmanSocket)) {
       const body = await getJsonOverSocket(this.opts.podmanSocket, `/v4.0.0/libpod/containers/${id}/json`, this.opts.timeoutMs);
       return fromInspect(body as InspectBody);

@@ -200,6 +200,8 @@ export const ConfigSchema = z
         dockerSocket: z.string().startsWith('/').default('/var/run/docker.sock'),
         podmanSocket: z.string().startsWith('/').default('/run/podman/podman.sock'),
         podmanBinary: z.string().default('podman'), // empty: never run podman inspect
+        // containers/storage's graph root: podman's names and images, read without a lock; "" never reads it.
+        containersStorage: z.union([z.literal(''), z.string().startsWith('/')]).default('/var/lib/containers/storage'),
         // containerd's own API, for ctr and nerdctl containers (image, nerdctl's name); "" never asks.
         containerdSocket: z.union([z.literal(''), z.string().startsWith('/')]).default('/run/containerd/containerd.sock'),
         kubernetesPodLogs: z.string().startsWith('/').default('/var/log/pods'),

@@ -180,3 +180,23 @@ test('canAsk: only where a source exists, so alerts of containers nobody can nam
   assert.equal(r.canAsk({ runtime: 'containerd', namespace: 'default' }), true, 'the id is the name');
   assert.equal(r.canAsk({ runtime: 'lxc' }), true);
 });
+
+test('podman: containers/storage\'s containers.json names it without running podman; re-read when it changes; inspect when it does not know the id', async () => {
+  const { dir, opts, marker } = setup();
+  const graph = path.join(dir, 'storage');
+  fs.mkdirSync(path.join(graph, 'overlay-containers'), { recursive: true });
+  const file = path.join(graph, 'overlay-containers', 'containers.json');
+  const entry = (id: string, name: string) => ({ id, names: [name], image: 'f'.repeat(64), metadata: JSON.stringify({ 'image-name': 'localhost/app:1', name }) });
+  fs.writeFileSync(file, JSON.stringify([entry(PODMAN_ID, 'web')]));
+  const r = new NameResolver({ ...opts, containersStorage: graph });
+  assert.deepEqual(await r.lookup({ id: PODMAN_ID, runtime: 'podman' }), { name: 'web', image: 'localhost/app:1' });
+  assert.equal(fs.existsSync(marker), false, 'podman inspect ran although containers.json knew the container');
+  const second = 'a'.repeat(64);
+  fs.writeFileSync(file, JSON.stringify([entry(PODMAN_ID, 'web'), entry(second, 'db')]));
+  assert.deepEqual(await r.lookup({ id: second, runtime: 'podman' }), { name: 'db', image: 'localhost/app:1' });
+  // Unknown there (or a torn file): podman inspect answers.
+  fs.writeFileSync(file, '[{"id":');
+  const third = 'b'.repeat(64);
+  assert.deepEqual(await r.lookup({ id: third, runtime: 'podman' }), { name: 'from-cli', image: 'docker.io/library/redis:7' });
+  assert.equal(fs.existsSync(marker), true);
+});
