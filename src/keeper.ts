@@ -7,6 +7,7 @@ import { LiveDiscovery } from './discovery/live';
 import { underRoots, walkCgroups, type Found } from './discovery/walk';
 import type { HostSetup } from './host-setup';
 import { watchHealth, watchPath } from './kernel/inotify';
+import { readComm } from './kernel/proc';
 import type { Logger } from './log';
 import type { DaemonMetrics } from './metrics/registry';
 import { limitOrigin, listRecords, readRecord, recordFileName, recordNames, removeRecord, type HookRecord } from './hook/records';
@@ -21,6 +22,14 @@ import { WrittenStore } from './policy/written-store';
  * a last check at the end catches a quota written without a pids.max write.
  */
 const SETTLE_MS = 3000;
+/**
+ * The window is extended, SETTLE_MS at a time up to this, while the runtime's own init still
+ * runs in the cgroup: runc writes the CPU limits after it put `runc:[2:INIT]` there and before
+ * that execs the container's command, and on a slow host that took longer than SETTLE_MS
+ * (UML 6.12 under CI load: podman run 18.8 s, cpu.max written after the window, so the
+ * container kept the host-cores value until the minute's reconcile).
+ */
+const SETTLE_CAP_MS = 30_000;
 
 /**
  * Each reconcile checks this fraction of the containers for drift (a changed pids.max, CPU
@@ -35,6 +44,11 @@ const RECONCILE_SPREAD = 5;
 const RECONCILE_ALL_UPTO = 1000;
 /** A hook's record whose container never appeared (a create that failed later) is dropped after this. */
 const ORPHAN_RECORD_MS = 10 * 60_000;
+
+/** The comm of a runtime's init before it execs the container's command: runc's `runc:[2:INIT]` (and its earlier stages), crun, youki. */
+export function isRuntimeInit(comm: string | null): boolean {
+  return comm !== null && (comm.startsWith('runc:[') || comm === 'runc' || comm === 'crun' || comm === 'youki');
+}
 
 export interface KeeperHooks {
   /** Called after each policy application. */
@@ -316,17 +330,39 @@ export class ContainerKeeper {
     );
     // A runtime write between our first write and this watch would otherwise wait for the timer.
     void this.applyNow(c, 'settle');
-    const t = setTimeout(() => {
-      this.settleTimers.delete(t);
+    const started = Date.now();
+    const end = (): void => {
       for (const w of watches) if (typeof w === 'object') w.close();
       for (const f of files) watchHealth.settled(f);
       if (!current()) return;
       // A prestart hook writes its record after runc made the cgroup we reacted to: look again.
       if (!this.hookRecords.get(c.cgroupPath)) this.readHookRecord(c.cgroupPath);
       void this.applyNow(c, 'settle');
-    }, SETTLE_MS);
-    t.unref();
-    this.settleTimers.add(t);
+    };
+    const wait = (): void => {
+      const t = setTimeout(() => {
+        this.settleTimers.delete(t);
+        if (!current()) return end();
+        void this.runtimeStillStarting(c).then((starting) => {
+          if (starting && current() && Date.now() - started + SETTLE_MS <= SETTLE_CAP_MS) wait();
+          else end();
+        });
+      }, SETTLE_MS);
+      t.unref();
+      this.settleTimers.add(t);
+    };
+    wait();
+  }
+
+  /** A task of the cgroup is still the runtime's own init (runc, crun): its limits may not all be written yet. */
+  private async runtimeStillStarting(c: ContainerRecord): Promise<boolean> {
+    try {
+      const tasks = await this.o.host.cgroups.readTasks(c.cgroupPath);
+      const procRoot = this.o.config().paths.procRoot;
+      return (tasks ?? []).some((t) => isRuntimeInit(readComm(procRoot, t)));
+    } catch {
+      return false;
+    }
   }
 
   private onVanished(rel: string): void {

@@ -7,6 +7,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -223,6 +224,39 @@ test('a CPU quota the runtime writes just after mkdir decides the limit (16 core
   const ms = await waitPidsMax(rel, '16384', 5000, 20);
   const reasons = d.logs.filter((l) => l.cgroup === rel && l.msg !== 'container found').map((l) => `${l.msg} (${l.why ?? ''}, old ${l.old}, new ${l.new})`);
   assert.notEqual(ms, null, `pids.max is ${readPidsMax(rel)}, not 16384, 5 s after the 16-core quota was set; daemon said: ${reasons.join(' | ')}`);
+});
+
+test('a slow runtime: while runc\'s init still runs in the cgroup, a CPU quota written after the 3 s window still decides at once (8 cores -> 8192)', async (t) => {
+  ready();
+  const root = testRoot(t);
+  makeV1Cgroup(`${root}/docker`);
+  const d = await daemon(t, await config(root, stateDir(t)));
+  const rel = `${root}/docker/${hex64()}`;
+  makeContainer(rel);
+  // What runc leaves in the cgroup between joining it and exec'ing the container's command.
+  // Blocked opening a FIFO nobody writes: no child left behind to keep the cgroup busy.
+  const fifo = path.join(stateDir(t), 'never');
+  execFileSync('mkfifo', [fifo]);
+  const init = spawnInCgroup(rel, ['pids', 'cpu'], '/bin/sh', ['-c', 'printf "runc:[2:INIT]" > /proc/self/comm; read x < "$0"', fifo]);
+  defer(t, async () => {
+    init.kill('SIGKILL');
+    await exited(init);
+  });
+  await waitForTask(rel, 'pids', init.pid!);
+  await d.waitForLog(isMsg('creation to pids.max written', (l) => l.cgroup === rel), 2000);
+  await sleep(4500);
+  const t0 = Date.now();
+  setQuota(rel, 8);
+  const ms = await waitPidsMax(rel, '8192', 1500, 5);
+  assert.notEqual(ms, null, `pids.max is ${readPidsMax(rel)}, not 8192, 1.5 s after a quota written 4.5 s after the mkdir while runc:[2:INIT] ran`);
+  t.diagnostic(`quota written 4.5 s after mkdir -> 8192 in ${Date.now() - t0} ms`);
+  // The command exec'd (here: gone): the window ends at its next check, and a later quota waits for the reconcile.
+  init.kill('SIGKILL');
+  await exited(init);
+  await sleep(3500);
+  setQuota(rel, 16);
+  await sleep(1500);
+  assert.equal(readPidsMax(rel), '8192', 'the settle window stayed open after the runtime\'s init had gone');
 });
 
 test('existing: keep-lower keeps a lower pids.max, replace overwrites it, observe writes nothing', async (t) => {
