@@ -4,8 +4,8 @@ import fsp from 'node:fs/promises';
 import http from 'node:http';
 import type { Container } from '../discovery/container';
 import type { Logger } from '../log';
-import { CriConnection, CriError, criNames } from '../runtimes/cri-client';
-import { ContainerdConnection, containerdNames } from '../runtimes/containerd-client';
+import type { CriConnection } from '../runtimes/cri-client';
+import type { ContainerdConnection } from '../runtimes/containerd-client';
 import { ContainersStorage } from '../runtimes/containers-storage';
 
 // Human names for containers, looked up off the detection path: detection never awaits a
@@ -108,6 +108,11 @@ export async function podFromLogDir(dir: string, podUid: string): Promise<{ podN
   }
   return undefined;
 }
+
+// gRPC (@grpc/grpc-js and proto-loader) is loaded at the first CRI or containerd lookup, not at
+// start: requiring it took ~145 ms of every daemon start here, on hosts that may never ask.
+const criClient = (): typeof import('../runtimes/cri-client') => require('../runtimes/cri-client') as typeof import('../runtimes/cri-client');
+const containerdClient = (): typeof import('../runtimes/containerd-client') => require('../runtimes/containerd-client') as typeof import('../runtimes/containerd-client');
 
 interface CacheEntry {
   promise: Promise<NameInfo>;
@@ -239,6 +244,7 @@ export class NameResolver {
   private async containerd(namespace: string, id: string): Promise<NameInfo> {
     const sock = this.opts.containerdSocket!;
     if (!fs.existsSync(sock)) throw new Error(`no containerd socket at ${sock}`);
+    const { ContainerdConnection, containerdNames } = containerdClient();
     this.containerdConnection ??= new ContainerdConnection(sock, this.opts.timeoutMs);
     return containerdNames(this.containerdConnection, namespace, id, this.opts.timeoutMs);
   }
@@ -254,6 +260,7 @@ export class NameResolver {
     const sockets = all.filter((s) => fs.existsSync(s));
     if (sockets.length === 0) throw new Error(`no CRI socket at ${all.join(', ')}`);
     const errors: string[] = [];
+    const { CriConnection, CriError, criNames } = criClient();
     for (const s of sockets) {
       let conn = this.criConnections.get(s);
       if (!conn) this.criConnections.set(s, (conn = new CriConnection(s, this.opts.timeoutMs)));
