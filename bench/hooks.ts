@@ -4,8 +4,10 @@
  * wrapper; `--runtime runc` is the same daemon without it). Each container's first command prints
  * its own pids.max; the share that saw the policy value is the hook's result, and without the
  * hook it is the daemon's inotify path alone (a real `cgwatchdog run` confined to the
- * benchmark's cgroups, enforce, existing: replace). `node -e 0` is the floor of a Node start,
- * `cgwatchdog hook precreate` on a podman spec the hook by itself.
+ * benchmark's cgroups, enforce, existing: replace). The hooks are what `install-hooks` installs:
+ * the native client (dist/native/cgwatchdog-hook) asking that daemon's hook socket, the daemon's
+ * own config file named by the hooks (its loaded config answers). `node -e 0` is the floor of a
+ * Node start; the hook by itself on a podman spec, native and Node, beside it.
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -50,7 +52,16 @@ export interface HooksResult {
   /** p99 of (with hook) - p99 of (without), per runtime; and p50. */
   added: { runtime: string; p50: number | null; p99: number | null }[];
   nodeFloor: Summary;
+  /** `node cli.js hook precreate` (the Node hook, what the native client falls back to). */
   hookAlone: Summary;
+  /** The installed hook by itself (the native client and the daemon's answer), when native. */
+  nativeAlone?: Summary;
+  /** What install-hooks installed: the native client or the Node hook. */
+  client: 'native' | 'node';
+  /** podman with `/bin/cat` as its precreate hook: what podman's hook machinery alone adds (the floor of any hook). */
+  podmanHookFloor?: { startToOutput: Summary; p50: number | null; p99: number | null };
+  /** The daemon's own time per hook request, connection to answer (its "hook request served" lines). */
+  daemonAnswer?: { podman: Summary; docker: Summary };
   target: string;
   note: string;
   skipped?: string[];
@@ -80,12 +91,12 @@ function timedRun(cmd: string, args: string[], env?: NodeJS.ProcessEnv): Promise
   });
 }
 
-async function timeNode(args: string[], input: string | undefined, n: number): Promise<Summary> {
+async function timeNode(args: string[], input: string | undefined, n: number, bin = process.execPath): Promise<Summary> {
   const ms: number[] = [];
   for (let i = 0; i < n; i++) {
     const t0 = process.hrtime.bigint();
     await new Promise<void>((resolve) => {
-      const c = spawn(process.execPath, args, { stdio: [input === undefined ? 'ignore' : 'pipe', 'ignore', 'ignore'] });
+      const c = spawn(bin, args, { stdio: [input === undefined ? 'ignore' : 'pipe', 'ignore', 'ignore'] });
       if (input !== undefined) c.stdin!.end(input);
       c.on('close', () => resolve());
     });
@@ -94,16 +105,27 @@ async function timeNode(args: string[], input: string | undefined, n: number): P
   return summarize(ms);
 }
 
-/** The daemon (inotify path), confined to `root`: what a container gets without a hook. */
-async function startDaemon(dir: string, root: string, stateDir: string): Promise<() => Promise<void>> {
-  const cfg = path.join(dir, `daemon-${path.basename(root)}.yaml`);
-  fs.writeFileSync(cfg, YAML.stringify({ mode: 'enforce', kernel: { manage: false }, paths: { stateDir }, discovery: { roots: [root] }, policy: { existing: 'replace' }, metrics: { enabled: false }, detection: { kmsg: false }, names: { podmanBinary: '' } }));
+/** The daemon's config (and the hooks'): confined to `root`, its hook socket in the benchmark's dir. */
+function writeDaemonConfig(cfg: string, root: string, stateDir: string, hookSocket: string): void {
+  // debug: the daemon logs each hook answer with its time ("hook request served").
+  fs.writeFileSync(cfg, YAML.stringify({ mode: 'enforce', logLevel: 'debug', kernel: { manage: false }, paths: { stateDir, hookSocket, statusSocket: `${hookSocket}.status` }, discovery: { roots: [root] }, policy: { existing: 'replace' }, metrics: { enabled: false }, detection: { kmsg: false }, names: { podmanBinary: '' } }));
+}
+
+/** The daemon (inotify path, and the hook socket), on `cfg`: what a container gets without a hook. */
+async function startDaemon(cfg: string, answers: number[] = []): Promise<() => Promise<void>> {
   const child = spawn(process.execPath, [CLI, 'run', '--config', cfg], { stdio: ['ignore', 'pipe', 'inherit'] });
   const untrack = trackChild(child, 'hooks bench daemon');
   let ready!: () => void;
   const up = new Promise<void>((r) => (ready = r));
   onLines(child.stdout!, (line) => {
     if (line.includes('"detection running"')) ready();
+    if (line.includes('"hook request served"')) {
+      try {
+        answers.push((JSON.parse(line) as { ms: number }).ms);
+      } catch {
+        /* not one of its JSON lines */
+      }
+    }
   });
   await Promise.race([up, sleep(30_000).then(() => Promise.reject(new Error('the daemon did not get ready')))]);
   return async () => {
@@ -122,46 +144,69 @@ function variant(runtime: 'podman' | 'docker', hook: boolean, runs: { ms: number
 export async function hooksBench(samples: number): Promise<HooksResult> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cgwd-bench-hooks-'));
   const rmDir = onCleanup(`temp dir ${dir}`, () => fs.rmSync(dir, { recursive: true, force: true }));
-  const config = path.join(dir, 'config.yaml');
-  const stateDir = path.join(dir, 'state');
-  fs.writeFileSync(config, YAML.stringify({ kernel: { manage: false }, paths: { stateDir }, policy: { existing: 'replace' } }));
-  const rmCache = onCleanup('hook config cache', () => fs.rmSync(hookCacheFile(config), { force: true }));
+  // podman: containers under a cgroup parent of the benchmark's own, the daemon watching it;
+  // the hooks name the daemon's file (as on a host: one /etc/cgwatchdog/config.yaml).
+  const parent = benchRoot('hooks-podman', []);
+  const config = path.join(dir, 'daemon-podman.yaml');
+  writeDaemonConfig(config, parent.rel, path.join(dir, 'daemon-state-podman'), path.join(dir, 'hook-podman.sock'));
+  const dockerConfig = path.join(dir, 'daemon-docker.yaml');
+  const rmCache = onCleanup('hook config cache', () => {
+    for (const c of [config, dockerConfig]) fs.rmSync(hookCacheFile(c), { force: true });
+  });
   const variants: HookVariant[] = [];
   const skipped: string[] = [];
+  let client: 'native' | 'node' = 'node';
+  let nodeFloor: Summary | undefined;
+  let hookAlone: Summary | undefined;
+  let nativeAlone: Summary | undefined;
+  let podmanHookFloor: HooksResult['podmanHookFloor'];
+  const podmanAnswers: number[] = [];
+  const dockerAnswers: number[] = [];
   try {
-    const install = (args: string[]) => timedRun(process.execPath, [CLI, 'install-hooks', ...args, '--config', config]);
+    const install = (args: string[], cfg: string) => timedRun(process.execPath, [CLI, 'install-hooks', ...args, '--config', cfg]);
     const hooksDir = path.join(dir, 'hooks.d');
     const emptyDir = path.join(dir, 'empty.d');
     fs.mkdirSync(emptyDir);
-    const ip = await install(['--runtime', 'podman', '--hooks-dir', hooksDir]);
-    if (ip.code !== 0) throw new Error(`install-hooks podman: ${ip.err}`);
-
-    // The hook alone, and the floor of any Node process.
-    const spec = JSON.stringify({ ociVersion: '1.0.2-dev', linux: { cgroupsPath: `/cgwd-bench-hooks-spec/libpod-${'a'.repeat(64)}`, resources: { pids: { limit: 0 }, cpu: { quota: 200000, period: 100000 } } } });
-    await timeNode([CLI, 'hook', 'precreate', '--config', config], spec, 1); // fills the config cache
-    const nodeFloor = await timeNode(['-e', '0'], undefined, samples);
-    const hookAlone = await timeNode([CLI, 'hook', 'precreate', '--config', config], spec, samples);
-
-    // podman: containers under a cgroup parent of the benchmark's own, the daemon watching it.
-    const parent = benchRoot('hooks-podman', []);
-    const stopDaemon = await startDaemon(dir, parent.rel, path.join(dir, 'daemon-state-podman'));
+    let stopDaemon: (() => Promise<void>) | undefined;
     try {
-      const runs: Record<'hook' | 'none', { ms: number | null; out: string }[]> = { hook: [], none: [] };
+      const ip = await install(['--runtime', 'podman', '--hooks-dir', hooksDir], config);
+      if (ip.code !== 0) throw new Error(`install-hooks podman: ${ip.err}`);
+      const hook = (JSON.parse(fs.readFileSync(path.join(hooksDir, 'cgwatchdog-precreate.json'), 'utf8')) as { hook: { path: string; args: string[] } }).hook;
+      client = hook.path === process.execPath ? 'node' : 'native';
+      stopDaemon = await startDaemon(config, podmanAnswers);
+      // The hook alone (the Node hook, and what install-hooks installed), and the floor of any Node process.
+      const spec = JSON.stringify({ ociVersion: '1.0.2-dev', linux: { cgroupsPath: `/cgwd-bench-hooks-spec/libpod-${'a'.repeat(64)}`, resources: { pids: { limit: 0 }, cpu: { quota: 200000, period: 100000 } } } });
+      await timeNode([CLI, 'hook', 'precreate', '--config', config], spec, 1); // fills the config cache
+      nodeFloor = await timeNode(['-e', '0'], undefined, samples);
+      hookAlone = await timeNode([CLI, 'hook', 'precreate', '--config', config], spec, samples);
+      if (client === 'native') nativeAlone = await timeNode(hook.args.slice(1), spec, samples, hook.path);
+      podmanAnswers.length = 0; // the container starts' answers only
+      const catDir = path.join(dir, 'cat.d');
+      fs.mkdirSync(catDir);
+      fs.writeFileSync(path.join(catDir, 'cat.json'), JSON.stringify({ version: '1.0.0', hook: { path: '/bin/cat', args: ['cat'] }, when: { always: true }, stages: ['precreate'] }));
+      const runs: Record<'hook' | 'none' | 'cat', { ms: number | null; out: string }[]> = { hook: [], none: [], cat: [] };
       for (let i = 0; i < samples; i++) {
-        for (const k of ['hook', 'none'] as const) {
-          const r = await timedRun('podman', ['--hooks-dir', k === 'hook' ? hooksDir : emptyDir, 'run', '--rm', ...RUN, '--cgroup-parent', parent.rel, ...PODMAN_ARGS, PODMAN_IMAGE, ...PRINT_V1]);
+        for (const k of ['hook', 'none', 'cat'] as const) {
+          const r = await timedRun('podman', ['--hooks-dir', k === 'hook' ? hooksDir : k === 'cat' ? catDir : emptyDir, 'run', '--rm', ...RUN, '--cgroup-parent', parent.rel, ...PODMAN_ARGS, PODMAN_IMAGE, ...PRINT_V1]);
           if (r.code !== 0) throw new Error(`podman run: ${r.err}`);
           runs[k].push(r);
         }
       }
       variants.push(variant('podman', true, runs.hook, PODMAN_POLICY), variant('podman', false, runs.none, PODMAN_POLICY));
+      const cat = summarize(runs.cat.flatMap((r) => (r.ms === null ? [] : [r.ms])));
+      const none = variants[variants.length - 1]!.startToOutput;
+      const d = (a: number | null, b: number | null) => (a === null || b === null ? null : Math.round((a - b) * 10) / 10);
+      podmanHookFloor = { startToOutput: cat, p50: d(cat.p50, none.p50), p99: d(cat.p99, none.p99) };
     } finally {
-      await stopDaemon();
+      await stopDaemon?.();
       await parent.remove();
     }
 
     // Docker: the wrapper as the default runtime; --runtime runc is the same daemon without it.
-    const wrap = await install(['--runtime', 'docker', '--hooks-dir', path.join(dir, 'bin'), '--print-runtime-path']);
+    // The daemon's root is known once dockerd runs: the config is written again then (same socket).
+    const dockerSocket = path.join(dir, 'hook-docker.sock');
+    writeDaemonConfig(dockerConfig, '/cgwd-bench-hooks-docker-pending', path.join(dir, 'daemon-state-docker'), dockerSocket);
+    const wrap = await install(['--runtime', 'docker', '--hooks-dir', path.join(dir, 'bin'), '--print-runtime-path'], dockerConfig);
     if (wrap.code !== 0) throw new Error(`install-hooks docker: ${wrap.err}`);
     let docker;
     try {
@@ -171,7 +216,8 @@ export async function hooksBench(samples: number): Promise<HooksResult> {
     }
     if (docker) {
       const stopDockerd = onCleanup('hooks bench dockerd', () => docker.stop());
-      const stopDaemon2 = await startDaemon(dir, docker.root, path.join(dir, 'daemon-state-docker'));
+      writeDaemonConfig(dockerConfig, docker.root, path.join(dir, 'daemon-state-docker'), dockerSocket);
+      const stopDaemon2 = await startDaemon(dockerConfig, dockerAnswers);
       try {
         const env = { ...process.env, DOCKER_HOST: `unix://${docker.sock}` };
         const runs: Record<'hook' | 'none', { ms: number | null; out: string }[]> = { hook: [], none: [] };
@@ -197,10 +243,14 @@ export async function hooksBench(samples: number): Promise<HooksResult> {
     return {
       variants,
       added,
-      nodeFloor,
-      hookAlone,
+      nodeFloor: nodeFloor!,
+      hookAlone: hookAlone!,
+      ...(nativeAlone ? { nativeAlone } : {}),
+      ...(podmanHookFloor ? { podmanHookFloor } : {}),
+      daemonAnswer: { podman: summarize(podmanAnswers), docker: summarize(dockerAnswers) },
+      client,
       target: 'with the hook 100% saw the policy value; the hook adds < 30 ms p99 to a start',
-      note: `podman ${PODMAN_ARGS.join(' ')} (podman's 2048 in the spec, existing: replace: policy ${PODMAN_POLICY}); docker ${DOCKER_ARGS.join(' ')} (policy ${DOCKER_POLICY}). Alternating runs with and without the hook; the daemon runs during both (inotify path). podman runs the precreate hook once per start; Docker runs the wrapper for every runc call (create, start, delete: three Node starts per container).`,
+      note: `podman ${PODMAN_ARGS.join(' ')} (podman's 2048 in the spec, existing: replace: policy ${PODMAN_POLICY}); docker ${DOCKER_ARGS.join(' ')} (policy ${DOCKER_POLICY}). Alternating runs with and without the hook; the daemon runs during both (inotify path, and the hook socket the ${client} client asks). podman runs the precreate hook once per start; Docker runs the wrapper for every runc call (create, start, delete), which the native wrapper passes to runc with execv, asking the daemon only on create.`,
       ...(skipped.length ? { skipped } : {}),
     };
   } finally {

@@ -203,12 +203,15 @@ function hooksTable(h: Results['hooks']): string[] {
   out.push('|---|---|---|---|---|');
   for (const v of h.variants) {
     const pct = v.samples ? Math.round((1000 * v.sawPolicy) / v.samples) / 10 : 0;
-    const hook = v.hook ? (v.runtime === 'docker' ? 'wrapper' : 'precreate hook') : 'none (the daemon\'s inotify path only)';
+    const hook = v.hook ? `${h.client ?? 'node'} ${v.runtime === 'docker' ? 'wrapper' : 'precreate hook'}` : 'none (the daemon\'s inotify path only)';
     out.push(`| ${v.runtime} ${v.args.join(' ')} (policy ${v.policy}) | ${hook} | ${pp(v.startToOutput)} | ${v.sawPolicy}/${v.samples} (${pct} %)${v.hook ? ` (target 100 %: ${met(v.sawPolicy === v.samples)})` : ''} | ${Object.entries(v.values).map(([k, n]) => `${k} x${n}`).join(', ')} |`);
   }
   for (const a of h.added) out.push(`| ${a.runtime} | added by the hook (with - without) | ${ms(a.p50)} / ${ms(a.p99)} (target p99 < 30 ms: ${met(a.p99 !== null && a.p99 < 30)}) | | |`);
+  if (h.podmanHookFloor) out.push(`| podman | floor of any precreate hook: \`/bin/cat\` as the hook (podman's hook machinery), start ${pp(h.podmanHookFloor.startToOutput)} | added ${ms(h.podmanHookFloor.p50)} / ${ms(h.podmanHookFloor.p99)} | | |`);
+  if (h.daemonAnswer) for (const rt of ['podman', 'docker'] as const) if (h.daemonAnswer[rt].p50 !== null) out.push(`| ${rt} | the daemon's answer on the hook socket (connection -> answer, during the starts) | ${pp(h.daemonAnswer[rt])} | | |`);
   out.push(`| - | floor: \`node -e 0\` | ${pp(h.nodeFloor)} | | |`);
-  out.push(`| - | \`cgwatchdog hook precreate\` alone (a podman spec, config cached) | ${pp(h.hookAlone)} | | |`);
+  if (h.nativeAlone) out.push(`| - | the native client alone (\`cgwatchdog-hook ... hook precreate\`, a podman spec, the daemon answering) | ${pp(h.nativeAlone)} | | |`);
+  out.push(`| - | the Node hook alone (\`cgwatchdog hook precreate\`, a podman spec, config cached; the native client's fallback) | ${pp(h.hookAlone)} | | |`);
   for (const k of h.skipped ?? []) out.push(`| skipped | ${k.split('\n')[0]} | | | |`);
   return [...out, '', h.note, ''];
 }

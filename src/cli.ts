@@ -30,7 +30,8 @@ Commands:
                 [--print-runtime-path] [--uninstall]
            podman/CRI-O: the hooks JSON in DIR (default /etc/containers/oci/hooks.d);
            docker: the runtime wrapper in DIR (default /usr/local/lib/cgwatchdog) and the
-           daemon.json lines to add
+           daemon.json lines to add; the native client (dist/native/cgwatchdog-hook, asking
+           the daemon at paths.hookSocket) when built, else the Node hook
   install-service [--unit-dir DIR] [--config FILE] [--hooks podman|crio|docker|none]
                   [--hooks-dir DIR] [--no-start] [--uninstall]
            the systemd unit for this installed package (in DIR, default /etc/systemd/system),

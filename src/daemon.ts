@@ -18,6 +18,8 @@ import type { MetricsServer } from './metrics/server';
 import { buildInfo } from './build-info';
 import { gatherStatus } from './status/gather';
 import { serveStatus, type StatusServer } from './status/server';
+import { configIdentity } from './hook/hook-config';
+import { serveHooks, type HookServer } from './hook/hook-server';
 import type { LoadedWebConfig } from './metrics/web-config-file';
 
 export type { DaemonHooks } from './compose';
@@ -43,6 +45,9 @@ export class Daemon {
   parts?: Parts;
   metricsServer?: MetricsServer;
   statusServer?: StatusServer;
+  hookServer?: HookServer;
+  /** The config file's identity when it was read: the hook socket answers with this.config only while the file is unchanged. */
+  private configIdentity: string | null;
   private readonly startedAt = Date.now();
   /** metrics.webConfigFile as read at start or the last reload. */
   private web?: LoadedWebConfig;
@@ -55,7 +60,9 @@ export class Daemon {
     private readonly configFile: string | null,
     readonly log: Logger,
     private readonly hooks: DaemonHooks = {},
-  ) {}
+  ) {
+    this.configIdentity = identityOf(configFile);
+  }
 
   start(): Promise<void> {
     return this.serialized(() => this.doStart());
@@ -86,6 +93,7 @@ export class Daemon {
     await parts.alerts.start();
     this.watchOutbox(parts);
     await this.serveMetrics(parts);
+    this.hookServer = await serveHooks(config.paths.hookSocket, () => ({ config: this.config, file: this.configFile, identity: this.configIdentity }), this.log);
     this.statusServer = await serveStatus(config.paths.statusSocket, () => gatherStatus(parts, { version: buildInfo().version, startedAt: this.startedAt, config: this.config, cgroup: cgroups.version }), this.log);
 
     const t0 = process.hrtime.bigint();
@@ -209,6 +217,8 @@ export class Daemon {
     }
     let next: Config;
     let nextWeb: LoadedWebConfig | undefined;
+    // Before the read: an edit during it then shows as a changed file to the hook socket.
+    const nextIdentity = identityOf(this.configFile);
     try {
       next = loadConfig(this.configFile);
       checkSecrets(next, `config ${this.configFile}`);
@@ -227,6 +237,7 @@ export class Daemon {
     }
     this.log.info({ configFile: this.configFile }, 'reloading');
     this.config = next;
+    this.configIdentity = nextIdentity;
     if (!same((c) => [c.kernel, c.mode])) await this.raisePidMax();
     const { cgroups } = this.host;
     parts.engine.reconfigure({ sweepIntervalMs: next.detection.sweepIntervalMs, kmsg: next.detection.kmsg, kmsgPath: next.paths.kmsg, inotify: inotifyFor(this.caps, cgroups.version, next.detection.inotify), coverage: coverageFor(next, this.caps, cgroups.version) });
@@ -255,6 +266,9 @@ export class Daemon {
 
   private async doStop(): Promise<void> {
     this.running = false;
+    // First: from here on the hooks run the Node hook, which needs no daemon.
+    await this.hookServer?.close();
+    this.hookServer = undefined;
     await this.task?.stop();
     this.task = undefined;
     const p = this.parts;
@@ -266,5 +280,14 @@ export class Daemon {
     this.metricsServer = undefined;
     await this.statusServer?.close();
     this.statusServer = undefined;
+  }
+}
+
+function identityOf(file: string | null): string | null {
+  if (!file) return null;
+  try {
+    return configIdentity(path.resolve(file));
+  } catch {
+    return null;
   }
 }

@@ -30,7 +30,7 @@ export async function startInProc(o: InProcOptions): Promise<{ daemon: Daemon; s
     {
       mode: o.mode ?? 'enforce',
       logLevel: 'info',
-      paths: { stateDir, ...(o.cgroupRoot ? { cgroupRoot: o.cgroupRoot } : {}) },
+      paths: { stateDir, hookSocket: path.join(stateDir, 'hook.sock'), ...(o.cgroupRoot ? { cgroupRoot: o.cgroupRoot } : {}) },
       kernel: { manage: false },
       discovery: { roots: o.roots },
       detection: { kmsg: o.kmsg ?? true, inotify: o.inotify ?? true, sweepIntervalMs: o.sweepIntervalMs ?? 1000 },

@@ -115,6 +115,8 @@ export const ConfigSchema = z
         stateDir: z.string().startsWith('/').default('/var/lib/cgwatchdog'),
         // `cgwatchdog status` asks the running daemon here (root only: the directory 0700, the socket 0600).
         statusSocket: z.string().startsWith('/').default('/run/cgwatchdog/status.sock'),
+        // The native hook client asks the running daemon here (root only, as the status socket).
+        hookSocket: z.string().startsWith('/').default('/run/cgwatchdog/hook.sock'),
       })
       .strict()
       .prefault({}),

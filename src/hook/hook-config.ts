@@ -21,16 +21,18 @@ export interface LoadedHookConfig {
   cached: boolean;
 }
 
-const pick = (c: Config): HookConfig => ({ mode: c.mode, paths: c.paths, policy: c.policy, discovery: c.discovery, hooks: c.hooks });
+/** The part of a loaded config a hook sees. */
+export const hookConfigOf = (c: Config): HookConfig => ({ mode: c.mode, paths: c.paths, policy: c.policy, discovery: c.discovery, hooks: c.hooks });
 
-function identity(file: string): string {
+/** A file's identity as the cache keys it; a changed file has another. */
+export function configIdentity(file: string): string {
   const s = fs.statSync(file, { bigint: true });
   return `${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`;
 }
 
 function buildId(): string {
   try {
-    return identity(path.join(__dirname, '..', 'config', 'schema.js'));
+    return configIdentity(path.join(__dirname, '..', 'config', 'schema.js'));
   } catch {
     return 'unknown-build';
   }
@@ -85,14 +87,14 @@ export function loadHookConfig(given: string | undefined, cacheDir = HOOK_CACHE_
   const cacheFile = hookCacheFile(file, cacheDir);
   let key: string;
   try {
-    key = `${buildId()}|${file ? identity(file) : 'defaults'}`;
+    key = `${buildId()}|${file ? configIdentity(file) : 'defaults'}`;
   } catch {
     key = ''; // no such file: loadConfig says so below
   }
   const hit = key ? readCache(cacheFile) : null;
   if (hit && hit.key === key) return { config: hit.config, file, cached: true };
   const { loadConfig, validateConfig } = require('../config/load') as typeof import('../config/load');
-  const config = pick(file ? loadConfig(file) : validateConfig({}, 'built-in defaults'));
+  const config = hookConfigOf(file ? loadConfig(file) : validateConfig({}, 'built-in defaults'));
   if (key) writeCache(cacheFile, key, config);
   return { config, file, cached: false };
 }

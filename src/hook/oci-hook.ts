@@ -81,17 +81,37 @@ async function atCgroup(stateText: string, config: HookConfig, host: HookHost, s
   };
 }
 
+/** Where a hook run gets its config: loaded (may throw ConfigError), and what decides when it cannot be. */
+export interface HookConfigSource {
+  load(): HookConfig;
+  /** hooks.failClosed and paths.stateDir when load() threw. */
+  broken(): { failClosed: boolean; stateDir: string };
+}
+
+/** The Node hook's source: the file (or the daemon's default), through the hook's config cache. */
+export function fileConfigSource(configFile: string | undefined, cacheDir?: string): HookConfigSource {
+  return { load: () => loadHookConfig(configFile, cacheDir).config, broken: () => brokenConfigFallback(configFile, cacheDir) };
+}
+
 /**
  * `cgwatchdog hook <stage>`: never throws. Fails open (exit 0, the container starts, the daemon
  * applies the limit as without hooks) unless hooks.failClosed, which refuses the container
  * (exit 1). Either way the failure is logged and left for the daemon to count.
  */
 export async function runHook(stage: string, stdin: string, opts: { configFile?: string; cacheDir?: string }): Promise<HookRun> {
+  return runHookWith(stage, stdin, fileConfigSource(opts.configFile, opts.cacheDir));
+}
+
+/**
+ * The hook's work with the config from anywhere: the Node hook's file, or the running daemon's
+ * loaded config (src/hook/hook-server.ts, for the native client). Same records, same output.
+ */
+export async function runHookWith(stage: string, stdin: string, source: HookConfigSource): Promise<HookRun> {
   const log: string[] = [];
   let config: HookConfig | undefined;
   try {
     if (!(HOOK_STAGES as readonly string[]).includes(stage)) throw new Error(`unknown hook stage "${stage}" (expected ${HOOK_STAGES.join(', ')})`);
-    config = loadHookConfig(opts.configFile, opts.cacheDir).config;
+    config = source.load();
     const host = openHookHost(config);
     if (stage === 'precreate') {
       const r = await applyPolicyToSpec(stdin, config, host, stage);
@@ -102,7 +122,7 @@ export async function runHook(stage: string, stdin: string, opts: { configFile?:
     return { stdout: '', exitCode: 0, log };
   } catch (err) {
     const message = (err as Error).message;
-    const fallback = config ? { failClosed: config.hooks.failClosed, stateDir: config.paths.stateDir } : brokenConfigFallback(opts.configFile, opts.cacheDir);
+    const fallback = config ? { failClosed: config.hooks.failClosed, stateDir: config.paths.stateDir } : source.broken();
     const { failClosed } = fallback;
     log.push(logLine('error', `hook ${stage}: the PID limit could not be set: ${message}; ${failClosed ? 'container refused (hooks.failClosed)' : 'container starts, the daemon applies the limit (fail open)'}`, { stage }));
     try {

@@ -54,10 +54,13 @@ export function recordFileName(cgroupPath: string): string {
   return `${safeFileName(cgroupPath)}.json`;
 }
 
+/** The daemon's hook socket writes every hook's records from one process: two failures in one ms must not share a name. */
+let failedSeq = 0;
+
 export function writeRecord(stateDir: string, rec: HookRecord): string {
   const dir = recordsDir(stateDir);
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const name = rec.cgroupPath ? recordFileName(rec.cgroupPath) : `~failed-${rec.at}-${process.pid}.json`;
+  const name = rec.cgroupPath ? recordFileName(rec.cgroupPath) : `~failed-${rec.at}-${process.pid}-${failedSeq++}.json`;
   const file = path.join(dir, name);
   const tmp = `${file}.${process.pid}.tmp`;
   fs.writeFileSync(tmp, `${JSON.stringify(rec)}\n`, { mode: 0o600 });

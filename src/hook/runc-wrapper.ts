@@ -91,15 +91,22 @@ function realpathOr(p: string): string {
 }
 
 /** A line in runc's own --log file, in its format: containerd reads it and shows the last error to `docker run`. */
-function runcLog(inv: RuncInvocation, level: 'warning' | 'error', msg: string): void {
+export function runcLogLine(logFormat: string | true | undefined, level: 'warning' | 'error', msg: string): string {
+  return logFormat === 'json' ? JSON.stringify({ level, msg, time: new Date().toISOString() }) : `time="${new Date().toISOString()}" level=${level} msg=${JSON.stringify(msg)}`;
+}
+
+function appendRuncLog(inv: RuncInvocation, lines: readonly string[]): void {
   const file = inv.global.log;
-  if (typeof file !== 'string' || !path.isAbsolute(file)) return;
-  const line = inv.global['log-format'] === 'json' ? JSON.stringify({ level, msg, time: new Date().toISOString() }) : `time="${new Date().toISOString()}" level=${level} msg=${JSON.stringify(msg)}`;
+  if (lines.length === 0 || typeof file !== 'string' || !path.isAbsolute(file)) return;
   try {
-    fs.appendFileSync(file, `${line}\n`);
+    fs.appendFileSync(file, lines.map((l) => `${l}\n`).join(''));
   } catch {
     /* nowhere else to say it: stdout and stderr are the container's */
   }
+}
+
+function runcLog(inv: RuncInvocation, level: 'warning' | 'error', msg: string): void {
+  appendRuncLog(inv, [runcLogLine(inv.global['log-format'], level, msg)]);
 }
 
 const FORWARDED: NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH', 'SIGCONT', 'SIGTSTP', 'SIGTTIN', 'SIGTTOU', 'SIGPIPE', 'SIGALRM'];
@@ -165,40 +172,89 @@ export interface WrapperOptions {
   self?: string;
 }
 
+/** What create/run needs to know of the runc call: the container id and runc's log format (for the lines). */
+export interface WrapperCall {
+  command: string;
+  id?: string;
+  logFormat?: string | true;
+}
+
+export interface WrapperPolicyResult {
+  /** The config.json to write back; undefined: unchanged. */
+  write?: string;
+  /** hooks.failClosed refused the container: runc must not run. */
+  refused: boolean;
+  /** Lines for runc's --log file. */
+  log: string[];
+}
+
+/**
+ * create/run: the policy on the bundle's config.json text, recorded for the daemon; a failure is
+ * logged, recorded and refused when failClosed. The Node wrapper and the daemon's hook socket
+ * (the native wrapper, src/hook/hook-server.ts) both run this; only where the text comes from
+ * and goes to differs.
+ */
+export async function wrapperPolicy(call: WrapperCall, text: () => string, source: import('./oci-hook').HookConfigSource, write?: (text: string) => void): Promise<WrapperPolicyResult> {
+  const log: string[] = [];
+  let config: import('./hook-config').HookConfig;
+  try {
+    config = source.load();
+  } catch (err) {
+    const fb = source.broken();
+    return { refused: wrapperFailure(call, fb.stateDir, fb.failClosed, `config: ${(err as Error).message}`, log), log };
+  }
+  try {
+    const sp = require('./spec-policy') as typeof import('./spec-policy');
+    const rec = require('./records') as typeof import('./records');
+    const r = await sp.applyPolicyToSpec(text(), config, sp.openHookHost(config), `runc-${call.command}`, call.id);
+    // Written before the record, so a record never claims a limit that is not in the bundle.
+    if (r.changed) write?.(r.text);
+    rec.writeRecord(config.paths.stateDir, r.record);
+    return { write: r.changed ? r.text : undefined, refused: false, log };
+  } catch (err) {
+    return { refused: wrapperFailure(call, config.paths.stateDir, config.hooks.failClosed, (err as Error).message, log), log };
+  }
+}
+
+/** Write a bundle's config.json as runc must find it: a temp file in the bundle, same mode, renamed over it (never half a file). */
+export function writeBundleConfig(bundle: string, text: string): void {
+  const file = path.join(bundle, 'config.json');
+  const tmp = path.join(bundle, `.config.json.cgwatchdog-${process.pid}`);
+  fs.writeFileSync(tmp, text, { mode: fs.statSync(file).mode & 0o7777 });
+  fs.renameSync(tmp, file);
+}
+
 /** The wrapper's main: policy on create, then the real runc, always. */
 export async function runcWrapperMain(argv: readonly string[], opts: WrapperOptions = {}): Promise<void> {
   const inv = parseRuncArgs(argv, process.cwd());
   const policyStage = inv.command === 'create' || inv.command === 'run';
-  let runcPath: string | undefined;
-  let failClosed = false;
-  let refused: string | undefined;
   // Only create/run pay for the policy modules; state, start, kill, delete, exec go straight on.
   const hc = require('./hook-config') as typeof import('./hook-config');
-  let config: import('./hook-config').HookConfig | undefined;
+  let runcPath: string | undefined;
+  let loaded: import('./hook-config').HookConfig | undefined;
+  let loadError: Error | undefined;
   try {
-    config = hc.loadHookConfig(opts.configFile, opts.cacheDir).config;
-    runcPath = config.hooks.runcPath || undefined;
-    failClosed = config.hooks.failClosed;
+    loaded = hc.loadHookConfig(opts.configFile, opts.cacheDir).config;
+    runcPath = loaded.hooks.runcPath || undefined;
   } catch (err) {
-    if (policyStage) {
-      const fb = hc.brokenConfigFallback(opts.configFile, opts.cacheDir);
-      failClosed = fb.failClosed;
-      refused = wrapperFailure(inv, fb.stateDir, failClosed, `config: ${(err as Error).message}`);
-    }
+    loadError = err as Error;
   }
-  if (policyStage && config && inv.bundle) {
-    try {
-      const sp = require('./spec-policy') as typeof import('./spec-policy');
-      const rec = require('./records') as typeof import('./records');
-      const r = await sp.applyPolicyToBundle(inv.bundle, config, sp.openHookHost(config), `runc-${inv.command}`, inv.id);
-      rec.writeRecord(config.paths.stateDir, r.record);
-    } catch (err) {
-      refused = wrapperFailure(inv, config.paths.stateDir, failClosed, (err as Error).message);
+  if (policyStage && inv.bundle) {
+    const bundle = inv.bundle;
+    const call: WrapperCall = { command: inv.command!, id: inv.id, logFormat: inv.global['log-format'] };
+    const source = {
+      load: () => {
+        if (loadError) throw loadError;
+        return loaded!;
+      },
+      broken: () => hc.brokenConfigFallback(opts.configFile, opts.cacheDir),
+    };
+    const r = await wrapperPolicy(call, () => fs.readFileSync(path.join(bundle, 'config.json'), 'utf8'), source, (text) => writeBundleConfig(bundle, text));
+    appendRuncLog(inv, r.log);
+    if (r.refused) {
+      process.exitCode = 1;
+      return;
     }
-  }
-  if (refused) {
-    process.exitCode = 1;
-    return;
   }
   let runc: string;
   try {
@@ -212,15 +268,15 @@ export async function runcWrapperMain(argv: readonly string[], opts: WrapperOpti
   execRunc(runc, argv, inv.preserveFds);
 }
 
-/** Logged (runc's log file) and recorded for the daemon to count; returns the refusal when failClosed. */
-function wrapperFailure(inv: RuncInvocation, stateDir: string, failClosed: boolean, message: string): string | undefined {
-  const msg = `cgwatchdog: the PID limit could not be set for container ${inv.id ?? '?'}: ${message}; ${failClosed ? 'container refused (hooks.failClosed)' : 'container starts, the daemon applies the limit (fail open)'}`;
-  runcLog(inv, failClosed ? 'error' : 'warning', msg);
+/** Recorded for the daemon to count, a line for runc's log; true: refused (failClosed). */
+function wrapperFailure(call: WrapperCall, stateDir: string, failClosed: boolean, message: string, log: string[]): boolean {
+  const msg = `cgwatchdog: the PID limit could not be set for container ${call.id ?? '?'}: ${message}; ${failClosed ? 'container refused (hooks.failClosed)' : 'container starts, the daemon applies the limit (fail open)'}`;
+  log.push(runcLogLine(call.logFormat, failClosed ? 'error' : 'warning', msg));
   try {
     const rec = require('./records') as typeof import('./records');
-    rec.writeRecord(stateDir, { v: 1, stage: `runc-${inv.command}`, cgroupPath: null, id: inv.id, at: Date.now(), action: 'error', wrote: false, reason: message, failed: true, refused: failClosed });
+    rec.writeRecord(stateDir, { v: 1, stage: `runc-${call.command}`, cgroupPath: null, id: call.id, at: Date.now(), action: 'error', wrote: false, reason: message, failed: true, refused: failClosed });
   } catch {
-    /* the log line above is all there is */
+    /* the log line is all there is */
   }
-  return failClosed ? msg : undefined;
+  return failClosed;
 }

@@ -1,5 +1,3 @@
-import fs from 'node:fs';
-import path from 'node:path';
 import { detectLayout, openCgroupFs } from '../cgroup/index';
 import type { CgroupFs } from '../cgroup/types';
 import { hostCores } from '../kernel/proc';
@@ -76,20 +74,4 @@ export async function applyPolicyToSpec(text: string, config: HookConfig, host: 
     reason: outcome.reason,
   };
   return { text: write ? doc.stringify(doc.value) : text, changed: write, outcome, record };
-}
-
-/**
- * Rewrite a bundle's config.json in place (the Docker wrapper): a temp file in the bundle,
- * same mode, renamed over it, so runc never reads half a file.
- */
-export async function applyPolicyToBundle(bundle: string, config: HookConfig, host: HookHost, stage: string, idHint?: string): Promise<SpecResult> {
-  const file = path.join(bundle, 'config.json');
-  const text = fs.readFileSync(file, 'utf8');
-  const r = await applyPolicyToSpec(text, config, host, stage, idHint);
-  if (r.changed) {
-    const tmp = path.join(bundle, `.config.json.cgwatchdog-${process.pid}`);
-    fs.writeFileSync(tmp, r.text, { mode: fs.statSync(file).mode & 0o7777 });
-    fs.renameSync(tmp, file);
-  }
-  return r;
 }

@@ -7,6 +7,10 @@
  * and a broken config, fail open and fail closed. A fake runc (a script of the test's own, set
  * as hooks.runcPath) shows the exact argv, the --preserve-fds descriptors, stdin, signals and
  * the exit status crossing the wrapper.
+ *
+ * install-hooks installs the native wrapper (a copy of dist/native/cgwatchdog-hook and its .conf):
+ * a daemon serves the wrappers' hook socket for the whole file (checked: it answered), and one
+ * more runtime's wrapper has no daemon, so it runs the Node wrapper, with the same result.
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,7 +20,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { isRoot, need } from '../helpers/prereq';
 import { DOCKER, IMAGE, startDocker, type PrivateDocker } from '../helpers/docker';
-import { applyEntry, hookSetup, installHooks, type HookSetup } from '../helpers/hooks';
+import { applyEntry, hookSetup, installHooks, startHookDaemon, type HookDaemon, type HookSetup } from '../helpers/hooks';
 
 const READ_PIDS_MAX = ['sh', '-c', 'read v < /sys/fs/cgroup/pids/pids.max; echo "pids.max=$v"'];
 
@@ -26,6 +30,7 @@ interface World {
   dockerd: PrivateDocker;
   open: HookSetup;
   closed: HookSetup;
+  daemon: HookDaemon;
 }
 
 let world: Promise<World> | undefined;
@@ -46,15 +51,21 @@ function getWorld(): Promise<World> {
     for (const [h, fc] of [[open, false], [closed, true]] as const) {
       fs.writeFileSync(h.configFile, broken(fc, h.stateDir));
       const p = path.join(h.dir, 'bin', 'cgwatchdog-runc');
-      // install-hooks refuses a broken config: install with the good one, then break it.
+      // install-hooks refuses a broken config: install with the good one, then break it (the
+      // native wrapper's options are in its .conf; the Node wrapper has them in its script).
       await installHooks(['--runtime', 'docker', '--hooks-dir', path.dirname(p), '--config', s.configFile]);
-      fs.writeFileSync(p, fs.readFileSync(p, 'utf8').replace(JSON.stringify(s.configFile), JSON.stringify(h.configFile)));
+      const f = fs.existsSync(`${p}.conf`) ? `${p}.conf` : p;
+      fs.writeFileSync(f, f === p ? fs.readFileSync(p, 'utf8').replace(JSON.stringify(s.configFile), JSON.stringify(h.configFile)) : fs.readFileSync(f, 'utf8').replace(`config=${s.configFile}`, `config=${h.configFile}`));
       wrappers.push(p);
     }
+    // A wrapper whose hook socket nobody serves: the native wrapper runs the Node wrapper.
+    const lone = hookSetup(fileScope, 'docker-nodaemon', { policy: { existing: 'keep-lower' } });
+    const loneWrapper = (await installHooks(['--runtime', 'docker', '--hooks-dir', path.join(lone.dir, 'bin'), '--config', lone.configFile, '--print-runtime-path'])).trim();
+    const daemon = await startHookDaemon(fileScope, s);
     const dockerd = await startDocker({
-      dockerdArgs: ['--add-runtime', `cgwd-test=${wrapper}`, '--default-runtime', 'cgwd-test', '--add-runtime', `cgwd-test-open=${wrappers[0]}`, '--add-runtime', `cgwd-test-closed=${wrappers[1]}`],
+      dockerdArgs: ['--add-runtime', `cgwd-test=${wrapper}`, '--default-runtime', 'cgwd-test', '--add-runtime', `cgwd-test-open=${wrappers[0]}`, '--add-runtime', `cgwd-test-closed=${wrappers[1]}`, '--add-runtime', `cgwd-test-nodaemon=${loneWrapper}`],
     });
-    return { s, wrapper, dockerd, open, closed };
+    return { s, wrapper, dockerd, open, closed, daemon };
   })();
   return world;
 }
@@ -85,6 +96,19 @@ test('docker with the wrapper as default runtime: --cpus 2 -> 6144 and an 8-CPU 
     assert.equal(plain.status, 0, plain.stderr);
     assert.notEqual(pidsMaxOf(plain.stdout), want, 'without the wrapper the first process must not see the policy value');
   }
+  assert.ok(fs.existsSync(`${w.wrapper}.conf`), 'the native wrapper is installed');
+  const served = await w.daemon.served('runc-create');
+  assert.ok(served >= 2, `the hook socket answered the wrapper's creates (${served})`);
+});
+
+test('docker wrapper with no daemon serving its socket: the native wrapper runs the Node wrapper, and --cpus 2 still gives 6144', async (t) => {
+  const w = await getWorld();
+  const before = await w.daemon.served();
+  const r = dockerIn(w, ['run', '--rm', '--network', 'none', '--runtime', 'cgwd-test-nodaemon', '--cpus', '2', IMAGE, ...READ_PIDS_MAX]);
+  t.diagnostic(`no daemon: pids.max ${pidsMaxOf(r.stdout)}`);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(pidsMaxOf(r.stdout), '6144');
+  assert.equal(await w.daemon.served(), before, 'nobody asked the daemon');
 });
 
 test('through the wrapper: apply --json reports the same value with origin "creation"; docker exec, piped stdin (docker run -i), exit 7 and docker stop pass through', async (t) => {

@@ -5,6 +5,10 @@
  * at /sys/fs/cgroup/pids inside). Each test runs the same container again with an empty hooks
  * directory, and that run must not show the policy value: the value comes from the hook.
  *
+ * install-hooks installs the native client (dist/native/cgwatchdog-hook, built by npm run build):
+ * each test runs a daemon serving the hooks' socket and checks that the socket answered; one
+ * runs without a daemon, where the client execs the Node hook, with the same result.
+ *
  * podman writes its default 2048 into every spec (keep-lower keeps it), so these run with
  * `--pids-limit -1` (podman then writes limit 0: runc leaves the new cgroup at "max") or with
  * `existing: replace`, except the keep-lower test with an explicit --pids-limit.
@@ -16,7 +20,7 @@ import path from 'node:path';
 import { isRoot, need } from '../helpers/prereq';
 import { ensureBusyboxImage, podmanUnavailableReason, removeContainer, run, testContainerName } from '../helpers/podman';
 import { freePort, runCli, startDaemon } from '../helpers/daemon';
-import { applyEntry, hookSetup, installHooks, type HookSetup } from '../helpers/hooks';
+import { applyEntry, hookSetup, installHooks, startHookDaemon, type HookSetup } from '../helpers/hooks';
 import { until } from '../helpers/prometheus';
 
 const RUN = ['--runtime', 'runc', '--network', 'none', '--ulimit', 'nofile=10000:10000', '--ulimit', 'nproc=16384:16384'];
@@ -74,22 +78,36 @@ test('podman precreate hook: --cpus 2 gives 6144 and an 8-CPU quota 8192 to the 
   ready();
   const s = hookSetup(t, 'podman', { policy: { existing: 'keep-lower' } });
   const out = await installHooks(['--runtime', 'podman', '--hooks-dir', s.hooksDir, '--config', s.configFile]);
-  assert.match(out, /installed .*cgwatchdog-precreate\.json/);
+  assert.match(out, /installed .*cgwatchdog-precreate\.json \(the native client /);
+  const daemon = await startHookDaemon(t, s);
   await hookedVersusNot(t, s, 'cpus2', ['--cpus', '2', '--pids-limit', '-1'], 6144);
   await hookedVersusNot(t, s, 'quota8', ['--cpu-period', '100000', '--cpu-quota', '800000', '--pids-limit', '-1'], 8192);
+  assert.equal(await daemon.served('precreate'), 2, 'the daemon\'s hook socket answered both hooked starts');
+});
+
+test('podman precreate hook with no daemon running: the native client runs the Node hook, and the first process still sees 6144', async (t) => {
+  ready();
+  const s = hookSetup(t, 'nodaemon', { policy: { existing: 'keep-lower' } });
+  await installHooks(['--runtime', 'podman', '--hooks-dir', s.hooksDir, '--config', s.configFile]);
+  assert.match(fs.readFileSync(path.join(s.hooksDir, 'cgwatchdog-precreate.json'), 'utf8'), /dist\/native\/cgwatchdog-hook/);
+  assert.equal(fs.existsSync(s.hookSocket), false, 'nobody serves the socket');
+  await hookedVersusNot(t, s, 'nodaemon', ['--cpus', '2', '--pids-limit', '-1'], 6144);
 });
 
 test('podman precreate hook, existing: replace and an override (pidsMax 3000): podman\'s own 2048 is replaced before the first process', async (t) => {
   ready();
   const s = hookSetup(t, 'override', { policy: { existing: 'replace', overrides: [{ runtime: 'podman', pidsMax: 3000 }] } });
   await installHooks(['--runtime', 'podman', '--hooks-dir', s.hooksDir, '--config', s.configFile]);
+  const daemon = await startHookDaemon(t, s);
   await hookedVersusNot(t, s, 'override', ['--cpus', '2'], 3000);
+  assert.equal(await daemon.served('precreate'), 1);
 });
 
 test('podman precreate hook, keep-lower: an explicit --pids-limit 1000 is kept (the hook says kept-lower), podman\'s default 2048 likewise', async (t) => {
   ready();
   const s = hookSetup(t, 'keep', { policy: { existing: 'keep-lower' } });
   await installHooks(['--runtime', 'podman', '--hooks-dir', s.hooksDir, '--config', s.configFile]);
+  const daemon = await startHookDaemon(t, s);
   const explicit = await startPrinting(t, 'keep-1000', s.hooksDir, ['--cpus', '2', '--pids-limit', '1000']);
   const dflt = await startPrinting(t, 'keep-2048', s.hooksDir, ['--cpus', '2']);
   assert.equal(explicit.pidsMax, '1000');
@@ -104,6 +122,7 @@ test('podman precreate hook, keep-lower: an explicit --pids-limit 1000 is kept (
     assert.equal(e.limitOrigin, 'creation');
   }
   // The hook-less run of a kept limit shows the same number by definition; the proof is the hook's record above.
+  assert.equal(await daemon.served('precreate'), 2);
 });
 
 test('CRI-O path (a prestart-only hooks file, on podman): pids.max written in the cgroup runc made, before the first process: 6144', async (t) => {
@@ -111,13 +130,16 @@ test('CRI-O path (a prestart-only hooks file, on podman): pids.max written in th
   const s = hookSetup(t, 'crio', { policy: { existing: 'keep-lower' } });
   const out = await installHooks(['--runtime', 'crio', '--hooks-dir', s.hooksDir, '--config', s.configFile]);
   assert.match(out, /cgwatchdog-prestart\.json/);
+  const daemon = await startHookDaemon(t, s);
   await hookedVersusNot(t, s, 'crio', ['--cpus', '2', '--pids-limit', '-1'], 6144, 'prestart');
+  assert.equal(await daemon.served('prestart'), 1);
 });
 
 test('a fork bomb as the first command never gets past the policy value (override pidsMax 100); without the hook it makes all 300', async (t) => {
   ready();
   const s = hookSetup(t, 'bomb', { policy: { existing: 'replace', overrides: [{ runtime: 'podman', pidsMax: 100 }] } });
   await installHooks(['--runtime', 'podman', '--hooks-dir', s.hooksDir, '--config', s.configFile]);
+  const daemon = await startHookDaemon(t, s);
   // Bounded (300) so that the run without the hook cannot hurt the host; the inner shell dies at
   // its first failed fork (busybox ash), then only builtins run (no fork is left to make).
   const bomb = ['sh', '-c', 'sh -c \'i=0; while [ $i -lt 300 ]; do sleep 1000 & i=$((i+1)); done\'; read c < /sys/fs/cgroup/pids/pids.current; read m < /sys/fs/cgroup/pids/pids.max; echo "current=$c max=$m"; exec sleep 1000'];
@@ -135,6 +157,7 @@ test('a fork bomb as the first command never gets past the policy value (overrid
   assert.ok(Number(cur) <= 100, `the bomb got past the limit: ${results.hook}`);
   const [, curNo] = /current=(\d+)/.exec(results.nohook!)!;
   assert.ok(Number(curNo) > 300, `without the hook the bounded bomb makes all its forks: ${results.nohook}`);
+  assert.equal(await daemon.served('precreate'), 1);
 });
 
 test('fail open and fail closed with a broken config; the daemon counts the failure, applies the limit afterwards, and reports which container got it at creation', async (t) => {
@@ -156,6 +179,9 @@ test('fail open and fail closed with a broken config; the daemon counts the fail
     fs.writeFileSync(f, fs.readFileSync(f, 'utf8').replace(good.configFile, s.configFile));
   }
 
+  // The broken configs' hooks ask good's socket too (installed with it): the daemon reads each
+  // hook's own file as the Node hook would, and fails as it would.
+  const hookDaemon = await startHookDaemon(t, good);
   const hooked = await startPrinting(t, 'good', good.hooksDir, ['--cpus', '2', '--pids-limit', '-1']);
   assert.equal(hooked.pidsMax, '6144');
   const opened = await startPrinting(t, 'open', open.hooksDir, ['--cpus', '2', '--pids-limit', '-1']);
@@ -173,6 +199,7 @@ test('fail open and fail closed with a broken config; the daemon counts the fail
   assert.doesNotMatch(r.stdout, /ran/);
   const closedRec = closed.records().find((x) => x.failed);
   assert.equal(closedRec?.refused, true);
+  assert.equal(await hookDaemon.served('precreate'), 3, 'all three answered by the hook socket');
 
   // The daemon on the fail-open container's state: counts the failure, writes the limit after the start.
   const listen = `127.0.0.1:${await freePort()}`;

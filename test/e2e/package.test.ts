@@ -62,10 +62,10 @@ test('npm pack -> npm install -g --offline -> cgwatchdog install-service: the un
   const own = files.filter((f) => !f.startsWith('node_modules/'));
   const notRuntime = own.filter((f) => /^(dist\/)?(test|bench)\//.test(f) || /(^|\/)results\//.test(f) || /\.(ts|map)$/.test(f) || f.startsWith('src/') || f.startsWith('.'));
   assert.deepEqual(notRuntime, [], 'no tests, bench, results, sources or maps in the tarball');
-  for (const must of ['package.json', 'README.md', 'dist/src/cli.js', 'dist/src/install/service.js', 'dist/src/hook/install.js', 'systemd/cgwatchdog.service', 'config/default.yaml', 'proto/cri-runtime-v1.proto', 'proto/containerd-containers-v1.proto']) {
+  for (const must of ['package.json', 'README.md', 'dist/src/cli.js', 'dist/src/install/service.js', 'dist/src/hook/install.js', 'dist/native/cgwatchdog-hook', 'native/hook-client.c', 'systemd/cgwatchdog.service', 'config/default.yaml', 'proto/cri-runtime-v1.proto', 'proto/containerd-containers-v1.proto']) {
     assert.ok(own.includes(must), `${must} is in the tarball`);
   }
-  assert.deepEqual(own.filter((f) => !/^(dist\/src\/.*\.js|dist\/COMMIT|proto\/.*\.proto|systemd\/[^/]+|config\/[^/]+|README\.md|LICENSE|package\.json)$/.test(f)), [], 'only what runs');
+  assert.deepEqual(own.filter((f) => !/^(dist\/src\/.*\.js|dist\/COMMIT|dist\/native\/cgwatchdog-hook|native\/hook-client\.c|proto\/.*\.proto|systemd\/[^/]+|config\/[^/]+|README\.md|LICENSE|package\.json)$/.test(f)), [], 'only what runs');
   // Every production dependency bundled (a dependency added but not listed fails the offline install below).
   const unbundled = Object.keys(pkg.dependencies).filter((d) => !info.bundled.includes(d) || !files.includes(`node_modules/${d}/package.json`));
   assert.deepEqual(unbundled, [], 'every dependency is bundled');
@@ -137,8 +137,11 @@ test('npm pack -> npm install -g --offline -> cgwatchdog install-service: the un
   // The hooks it offered, pointing at the installed entry point and the config.
   const hookFile = path.join(hooksDir, 'cgwatchdog-precreate.json');
   const hook = JSON.parse(fs.readFileSync(hookFile, 'utf8')) as { hook: { path: string; args: string[] } };
-  assert.equal(hook.hook.path, process.execPath);
-  assert.deepEqual(hook.hook.args, ['node', path.join(pkgDir, 'dist/src/cli.js'), 'hook', 'precreate', '--config', config]);
+  // The package ships the native client (built by prepack's npm run build): the hook is that binary, the Node hook its fallback.
+  const native = path.join(pkgDir, 'dist/native/cgwatchdog-hook');
+  assert.equal(hook.hook.path, native);
+  assert.ok((fs.statSync(native).mode & 0o111) !== 0, 'the installed native client is executable');
+  assert.deepEqual(hook.hook.args, ['cgwatchdog-hook', '--socket', '/run/cgwatchdog/hook.sock', '--node', process.execPath, '--cli', path.join(pkgDir, 'dist/src/cli.js'), '--config', config, 'hook', 'precreate']);
   fs.appendFileSync(config, '# edited by the operator\n');
   const again = sh(bin, ['install-service', '--no-start', '--unit-dir', units, '--config', config, '--hooks', 'podman', '--hooks-dir', hooksDir], { env: runEnv });
   assert.equal(again.code, 0, again.err);

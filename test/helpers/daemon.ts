@@ -170,10 +170,13 @@ export function startDaemon(config: unknown, opts: StartDaemonOptions = {}): Dae
     ownDir = true;
     configPath = path.join(dir, 'config.yaml');
   }
+  // The hook socket in the test's own directory unless the test names one (never /run/cgwatchdog/hook.sock).
+  const ownHookSocket = (c: unknown): unknown =>
+    c && typeof c === 'object' && !Array.isArray(c) ? { ...c, paths: { hookSocket: path.join(dir, 'hook.sock'), ...((c as { paths?: object }).paths ?? {}) } } : c;
   const writeConfig = (c: unknown): void => {
     // Write and rename, so a SIGHUP never reads a half-written file.
     const tmp = `${configPath}.tmp`;
-    fs.writeFileSync(tmp, configText(c), { mode: 0o644 });
+    fs.writeFileSync(tmp, configText(ownHookSocket(c)), { mode: 0o644 });
     fs.renameSync(tmp, configPath);
   };
   writeConfig(config);

@@ -24,8 +24,8 @@ needs=(
   "iproute2:loopback inside user-mode Linux"
   "e2fsprogs:chattr, to make a file the daemon cannot write"
   "util-linux:setpriv, to run the daemon as another user"
-  "gcc:the C floor reader the tests compare with"
-  "libc6-dev:headers for the C floor reader"
+  "gcc:the native hook client (npm run build, dist/native/cgwatchdog-hook) and the C floor reader the tests compare with"
+  "libc6-dev:headers and the static libc for the native hook client and the C floor reader"
   "patchelf:gives the newer user-mode Linux kernels of the test matrix their own glibc"
 )
 

@@ -2,7 +2,9 @@
  * Issue 11 on real cgroup v2 kernels (user-mode Linux, each kernel of the matrix): the podman
  * precreate hook and the prestart-only (CRI-O) hook give the first process the policy value
  * (a 2-CPU quota 6144, an 8-CPU quota 8192), equal to what `apply --json` computes; with an
- * empty hooks directory the same containers do not see it. test/uml/scripts/hooks-v2.ts runs inside.
+ * empty hooks directory the same containers do not see it. The native client asks a daemon's hook
+ * socket (every hooked start answered there), and without a daemon execs the Node hook with the
+ * same result. test/uml/scripts/hooks-v2.ts runs inside.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -34,4 +36,13 @@ for (const k of UML_KERNELS) test(`OCI hooks on cgroup v2 [${k.suite}]: the firs
   assert.equal(a.entry?.oldPidsMax, 8192);
   assert.equal(a.entry?.limitOrigin, 'creation');
   assert.equal(a.entry?.hook?.stage, 'precreate');
+  const d = get('daemon');
+  assert.equal(d.listening, true, JSON.stringify(d.problems));
+  const stages = (d.served as Rec[]).map((x) => x.stage).sort();
+  t.diagnostic(`hook socket answered: ${(d.served as Rec[]).map((x) => `${x.stage} ${Math.round(x.ms * 10) / 10} ms`).join(', ')}`);
+  assert.deepEqual(stages, ['precreate', 'precreate', 'precreate', 'prestart', 'prestart'], 'the native client asked the daemon at every hooked start');
+  const nd = get('nodaemon');
+  assert.equal(nd.status, 0, nd.err);
+  assert.equal(nd.socketGone, true);
+  assert.equal(nd.pidsMax, '8192', 'no daemon: the Node hook fallback still sets the policy value');
 });

@@ -147,7 +147,7 @@ test('live discovery: a new pod directory and the containers made in it are foun
 
 function daemonConfig(tree: Tree, extra: Record<string, unknown> = {}) {
   return validateConfig({
-    paths: { cgroupRoot: tree.cg, procRoot: tree.proc, stateDir: path.join(tree.root, 'state') },
+    paths: { cgroupRoot: tree.cg, procRoot: tree.proc, stateDir: path.join(tree.root, 'state'), hookSocket: path.join(tree.root, 'hook.sock') },
     kernel: { manage: false },
     detection: { kmsg: false },
     metrics: { enabled: false },
