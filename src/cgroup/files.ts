@@ -39,16 +39,19 @@ export function parseError(file: string, err: unknown): CgroupError {
  */
 // The sweep asks for the same few paths of every container every second; resolving and
 // checking them each time cost more than reading the files. Bounded: cleared when it grows.
-const dirCache = new Map<string, string>();
+// Per mount, keyed by the cgroup path itself (the container record's own string): a joined
+// "mount + path" key was one more string per container and hierarchy (2.5 MB at 5,000).
+const dirCache = new Map<string, Map<string, string>>();
 const DIR_CACHE_MAX = 100_000;
 
 export function cgroupDir(mount: string, rel: string): string {
-  const key = `${mount}\0${rel}`;
-  const hit = dirCache.get(key);
+  let byRel = dirCache.get(mount);
+  if (!byRel) dirCache.set(mount, (byRel = new Map()));
+  const hit = byRel.get(rel);
   if (hit !== undefined) return hit;
   const dir = resolveCgroupDir(mount, rel);
-  if (dirCache.size >= DIR_CACHE_MAX) dirCache.clear();
-  dirCache.set(key, dir);
+  if (byRel.size >= DIR_CACHE_MAX) byRel.clear();
+  byRel.set(rel, dir);
   return dir;
 }
 

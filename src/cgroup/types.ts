@@ -24,6 +24,7 @@ export type Limit = number | 'max';
 export interface CpuQuota {
   /** Quota in microseconds per period, or "max" when unlimited. */
   quotaUs: Limit;
+  /** 0 when quotaUs is "max" and the period was not read (v1). */
   periodUs: number;
 }
 
