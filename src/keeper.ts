@@ -42,6 +42,12 @@ const SETTLE_CAP_MS = 30_000;
 const RECONCILE_SPREAD = 5;
 /** Up to this many containers, every reconcile checks every one (the cost is bounded: ~70 ms a minute). */
 const RECONCILE_ALL_UPTO = 1000;
+/**
+ * An initial reconcile that finds more containers than this logs them at debug and sums them
+ * up in one line: 10,000 containers made 20,000 info lines at start, past journald's default
+ * RateLimitBurst (10,000 per 30 s), which would then drop the lines that matter.
+ */
+const QUIET_START_ABOVE = 200;
 /** A hook's record whose container never appeared (a create that failed later) is dropped after this. */
 const ORPHAN_RECORD_MS = 10 * 60_000;
 
@@ -90,6 +96,8 @@ export class ContainerKeeper {
   private readonly appearing = new Set<string>();
   private readonly applying = new Map<string, { run: Promise<ApplyResult>; again?: Promise<ApplyResult> }>();
   private reconciles = 0;
+  /** The initial reconcile is logging per container at debug (QUIET_START_ABOVE); its tally. */
+  private quietStart?: { runtimes: Record<string, number>; actions: Record<string, number> };
   /** Each container's raw policy inputs at its last apply that wrote nothing (drift check), and its spread slot. */
   private readonly inputs = new WeakMap<ContainerRecord, { slot: number; text?: string }>();
   private nextSlot = 0;
@@ -177,6 +185,7 @@ export class ContainerKeeper {
     const now = Date.now();
     // One listing instead of an open that fails per new container (433 of 4,400 ms at start with 5,000).
     const records = recordNames(config.paths.stateDir);
+    if (this.reconciles === 0 && found.length > QUIET_START_ABOVE) this.quietStart = { runtimes: {}, actions: {} };
     for (const f of found) {
       seen.add(f.cgroupPath);
       if (inventory.has(f.cgroupPath)) continue;
@@ -216,6 +225,11 @@ export class ContainerKeeper {
       if (!r.written && r.action !== 'error' && r.action !== 'too-low') this.inputs.get(c)!.text = snapshots.get(c);
     }
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    const q = this.quietStart;
+    if (q) {
+      this.quietStart = undefined;
+      log.info({ containers: inventory.size, runtimes: q.runtimes, actions: q.actions }, `${inventory.size} containers found at start, each logged at debug; pids.max results by action`);
+    }
     log.debug({ containers: inventory.size, seconds }, 'reconcile done');
     this.o.metrics()?.reconcileDurationSeconds.observe(seconds);
     this.o.hooks.reconciled?.(seconds, results);
@@ -242,7 +256,9 @@ export class ContainerKeeper {
     const rec = this.o.inventory.add(c, applied);
     if (rec) {
       if (applied) this.noteOrigin(rec, applied);
-      this.o.log.info({ id: c.id, runtime: c.runtime, cgroup: c.cgroupPath, pod: c.podUid, limitOrigin: rec.limitOrigin, hookStage: this.hookRecords.get(c.cgroupPath)?.stage }, 'container found');
+      const q = this.quietStart;
+      if (q) q.runtimes[c.runtime] = (q.runtimes[c.runtime] ?? 0) + 1;
+      this.o.log[q ? 'debug' : 'info']({ id: c.id, runtime: c.runtime, cgroup: c.cgroupPath, pod: c.podUid, limitOrigin: rec.limitOrigin, hookStage: this.hookRecords.get(c.cgroupPath)?.stage }, 'container found');
       this.o.hooks.containerAdded?.(rec);
       if (rec.cgroupPath.endsWith('.scope')) this.watchOwner(rec);
     }
@@ -405,7 +421,9 @@ export class ContainerKeeper {
       log.error({ id: c.id, cgroup: c.cgroupPath, why }, `applying the PID policy failed: ${r.reason}`);
       return;
     }
-    const level = r.written ? 'info' : 'debug';
+    const q = this.quietStart;
+    if (q) q.actions[r.action] = (q.actions[r.action] ?? 0) + 1;
+    const level = r.written && !q ? 'info' : 'debug';
     log[level]({ id: c.id, cgroup: c.cgroupPath, cores: r.cores, coresSource: r.coresSource, coresDetail: r.coresDetail, policy: r.policyValue, old: r.oldPidsMax, new: r.newPidsMax, action: r.action, why }, r.written ? 'pids.max set' : r.reason);
     this.o.hooks.applied?.(c, r);
     // A container seen a moment ago gets its record after this first result (onAppeared).

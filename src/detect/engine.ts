@@ -76,6 +76,8 @@ interface Watched {
  */
 export class DetectionEngine extends EventEmitter {
   readonly tracker = new CounterTracker();
+  /** Cgroups added before start(), whose baseline and watches wait for it. */
+  private readonly pending = new Set<string>();
   /** Per cgroup, what its memory remainder owes the next read (see attributeMemoryEvents). */
   private readonly memoryCarry: MemoryCarry = new Map();
   /** Shared with the usage monitor: one set of kept-open fds per cgroup. */
@@ -124,6 +126,9 @@ export class DetectionEngine extends EventEmitter {
   }
 
   start(): void {
+    // The baselines put off while the initial reconcile wrote every limit (see watch()).
+    for (const path of this.pending) this.arm(path);
+    this.pending.clear();
     this.running = true;
     if (this.o.kmsg) this.kmsg.start(this.o.kmsgPath);
     this.sweeper.start();
@@ -160,6 +165,7 @@ export class DetectionEngine extends EventEmitter {
     this.inotify.stop();
     for (const p of this.watched.keys()) this.net.delete(p);
     this.watched.clear();
+    this.pending.clear();
     this.memoryCarry.clear();
     this.fast.clear();
     this.reader.close();
@@ -241,6 +247,15 @@ export class DetectionEngine extends EventEmitter {
     }
     const entry: Watched = { path, container, refs: 1, owner };
     this.watched.set(path, entry);
+    // Before start (the initial reconcile) the baseline waits for start(): the limits go in
+    // first. Those reads were ~13 % of the start's CPU at 5,000 containers, and what happens
+    // meanwhile is as much history as what happened before the daemon ran.
+    if (!this.running) this.pending.add(path);
+    else this.arm(path);
+  }
+
+  private arm(path: string): void {
+    if (!this.watched.has(path)) return;
     // Baseline first: what happened before we watched is not news.
     this.readFamily([path]);
     this.inotify.add(path);
@@ -250,6 +265,7 @@ export class DetectionEngine extends EventEmitter {
   private unwatch(path: string): void {
     const w = this.watched.get(path);
     if (!w || --w.refs > 0) return;
+    this.pending.delete(path);
     this.inotify.remove(path);
     this.watched.delete(path);
     this.fast.delete(path);
