@@ -3,6 +3,7 @@ import net from 'node:net';
 import path from 'node:path';
 import type { Config } from '../config/schema';
 import type { Logger } from '../log';
+import { listenRootOnly, type BoundSocket } from '../root-socket';
 import { configFileFor, configIdentity, hookConfigOf } from './hook-config';
 import { fileConfigSource, runHookWith, type HookConfigSource, type HookRun } from './oci-hook';
 import { wrapperPolicy } from './runc-wrapper';
@@ -146,21 +147,6 @@ export interface HookServer {
   close(): Promise<void>;
 }
 
-/** Whether something answers on the socket (another daemon running), within 500 ms. */
-function answers(socketPath: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect(socketPath);
-    const done = (v: boolean): void => {
-      clearTimeout(timer);
-      s.destroy();
-      resolve(v);
-    };
-    const timer = setTimeout(() => done(true), 500);
-    s.once('connect', () => done(true));
-    s.once('error', () => done(false));
-  });
-}
-
 /**
  * Serves the hook socket. Root only: Node has no SO_PEERCRED (no API for a unix socket's peer
  * credentials as of Node 20), so the socket is bound under a temporary name, made 0600 and
@@ -170,8 +156,6 @@ function answers(socketPath: string): Promise<boolean> {
  * made (a warning; the hooks then run the Node hook).
  */
 export async function serveHooks(socketPath: string, daemon: () => DaemonConfigView, log: Logger, opts: { cacheDir?: string; timeoutMs?: number; maxFrame?: number } = {}): Promise<HookServer | undefined> {
-  const dir = path.dirname(socketPath);
-  const tmp = `${socketPath}.${process.pid}.tmp`;
   let served = 0;
   const open = new Set<net.Socket>();
   const server = net.createServer((conn) => {
@@ -223,36 +207,13 @@ export async function serveHooks(socketPath: string, daemon: () => DaemonConfigV
     });
   });
   server.maxConnections = 256;
+  let bound: BoundSocket;
   try {
-    if (!fs.existsSync(dir)) {
-      fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-      fs.chmodSync(dir, 0o700); // mkdir's mode is under the umask
-    }
-    if (fs.existsSync(socketPath)) {
-      if (!fs.lstatSync(socketPath).isSocket()) throw new Error(`${socketPath} exists and is not a socket`);
-      if (await answers(socketPath)) throw new Error(`another process answers on ${socketPath} (a second daemon?)`);
-    }
-    fs.rmSync(tmp, { force: true });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(tmp, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    fs.chmodSync(tmp, 0o600);
-    fs.renameSync(tmp, socketPath);
+    bound = await listenRootOnly(server, socketPath);
   } catch (err) {
-    server.close();
-    try {
-      fs.rmSync(tmp, { force: true });
-    } catch {
-      /* its directory is what failed: nothing was made */
-    }
     log.warn({ socket: socketPath, err: (err as Error).message }, 'cannot serve the hook socket: the native hooks run the Node hook instead; the daemon runs on');
     return undefined;
   }
-  const ino = fs.statSync(socketPath).ino;
   server.on('error', (err) => log.warn({ socket: socketPath, err: err.message }, 'hook socket error'));
   log.info({ socket: socketPath }, 'hook socket listening');
   return {
@@ -265,12 +226,7 @@ export async function serveHooks(socketPath: string, daemon: () => DaemonConfigV
       // A client still sending gets nothing: it runs the Node hook, as when no daemon runs.
       for (const c of open) c.destroy();
       await closed;
-      // Only our own: a daemon started after us may have bound the path meanwhile.
-      try {
-        if (fs.statSync(socketPath).ino === ino) fs.rmSync(socketPath, { force: true });
-      } catch {
-        /* gone already */
-      }
+      bound.release();
     },
   };
 }
