@@ -17,7 +17,7 @@ const kernel = UML_KERNELS.find((k) => k.suite === 'sid')!;
 
 test(`private cgroup namespace on cgroup v2 (UML ${kernel.suite}): an own cgroup2 mount stops the daemon in one sentence; the inherited mount is translated`, async (t) => {
   kernelReady(kernel);
-  const run = await runInUml(path.join(__dirname, 'scripts', 'cgroupns-v2.js'), [], { kernel, timeoutMs: 150_000 });
+  const run = await runInUml(path.join(__dirname, 'scripts', 'cgroupns-v2.js'), [], { kernel, timeoutMs: 200_000 });
   t.diagnostic(`boot+run ${run.durationMs} ms, kernel ${run.kernel}`);
   const { get, results: r, tail } = resultsByCheck<Rec>(run);
   assert.equal(r.get('error'), undefined, JSON.stringify(r.get('error')));

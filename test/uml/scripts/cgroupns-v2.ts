@@ -140,7 +140,10 @@ async function main(): Promise<void> {
     const alertMs = alert ? Math.round(nowMs() - bombAt) : null;
     const events = daemon.lines.filter((l) => l.msg === 'limit event' && l.event?.kind === 'pids-max').map((l) => l.event);
     const seen = await runIn(AGENT, [UNSHARE, '--cgroup', '/bin/cat', `/proc/${b.pid}/cgroup`]);
-    const apply = await runIn(AGENT, [UNSHARE, '--cgroup', node, CLI, 'apply', '--dry-run', '--json', '--config', cfg]);
+    // The bomb has done its part: left running it starves UML (every fork a ptrace round
+    // trip), and apply once took more than 30 s beside it (CI, 7.2).
+    b.kill('SIGKILL');
+    const apply = await runIn(AGENT, [UNSHARE, '--cgroup', node, CLI, 'apply', '--dry-run', '--json', '--config', cfg], 90_000);
     let report: unknown = null;
     try {
       report = JSON.parse(apply.stdout);
