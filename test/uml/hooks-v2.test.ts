@@ -1,5 +1,7 @@
 /**
- * Issue 11 on real cgroup v2 kernels (user-mode Linux, each kernel of the matrix): the podman
+ * Issue 11 on a real cgroup v2 kernel (user-mode Linux, the newest of the matrix: hooks meet
+ * the runtime, not the kernel's notification semantics the matrix is for, and the three boots
+ * cost 6 of the suite's 40 minutes in CI): the podman
  * precreate hook and the prestart-only (CRI-O) hook give the first process the policy value
  * (a 2-CPU quota 6144, an 8-CPU quota 8192), equal to what `apply --json` computes; with an
  * empty hooks directory the same containers do not see it. The native client asks a daemon's hook
@@ -13,7 +15,7 @@ import { kernelReady, resultsByCheck, runInUml, umlProcesses, UML_KERNELS } from
 
 type Rec = Record<string, any>;
 
-for (const k of UML_KERNELS) test(`OCI hooks on cgroup v2 [${k.suite}]: the first process sees the policy value (precreate and prestart), not without the hook`, async (t) => {
+for (const k of UML_KERNELS.slice(-1)) test(`OCI hooks on cgroup v2 [${k.suite}]: the first process sees the policy value (precreate and prestart), not without the hook`, async (t) => {
   kernelReady(k);
   const run = await runInUml(path.join(__dirname, 'scripts', 'hooks-v2.js'), [], { kernel: k, timeoutMs: 150_000 });
   const { get, results: r, tail } = resultsByCheck<Rec>(run);
