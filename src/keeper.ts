@@ -120,7 +120,12 @@ export class ContainerKeeper {
   async start(): Promise<void> {
     this.running = true;
     this.live = this.newLiveDiscovery();
-    await this.reconcile();
+    try {
+      await this.reconcile();
+    } finally {
+      // Whatever ended the initial reconcile, later containers are logged at info again.
+      this.quietStart = undefined;
+    }
   }
 
   /** A reload changed the roots or recognisers: watch again from them. */
