@@ -1,16 +1,15 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
-import type { Registry } from 'prom-client';
 import type { Logger } from '../log';
-import { MetricsRegistry, type MetricsSource } from './registry';
+import type { MetricsRegistry, MetricsSource } from './registry';
 import { BasicAuth } from './basic-auth';
 import type { LoadedWebConfig } from './web-config-file';
 
 export interface MetricsServerOptions {
   /** "host:port", "[::1]:port" or ":port" (all addresses); port 0 picks a free one. */
   listen: string;
-  registry: Registry;
+  registry: MetricsRegistry;
   source: Pick<MetricsSource, 'detectionRunning'>;
   logger: Logger;
   /** metrics.webConfigFile, read: TLS and/or basic auth for every endpoint. */
@@ -88,20 +87,8 @@ export async function startMetricsServer(opts: MetricsServerOptions): Promise<Me
       res.writeHead(405, { Allow: 'GET, HEAD', 'Content-Type': 'text/plain' }).end('method not allowed\n');
       return;
     }
-    if (path === '/metrics' && registry instanceof MetricsRegistry) {
-      void streamMetrics(registry, req, res, logger);
-      return;
-    }
     if (path === '/metrics') {
-      registry.metrics().then(
-        (text) => {
-          res.writeHead(200, { 'Content-Type': registry.contentType }).end(req.method === 'HEAD' ? undefined : text);
-        },
-        (err: unknown) => {
-          logger.error({ err }, 'metrics scrape failed');
-          res.writeHead(500, { 'Content-Type': 'text/plain' }).end('scrape failed\n');
-        },
-      );
+      void streamMetrics(registry, req, res, logger);
       return;
     }
     if (path === '/healthz') {

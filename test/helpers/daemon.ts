@@ -98,7 +98,49 @@ function configText(config: unknown): string {
   return typeof config === 'string' ? config : YAML.stringify(config);
 }
 
-/** Start `cgwatchdog run --config <file>` with `config` written as YAML. */
+/** Items seen so far, and waits for one matching a predicate (seen already or still to come). */
+export interface Seen<T> {
+  items: T[];
+  add(item: T): void;
+  /** Rejects with failure()'s text after timeoutMs. */
+  waitFor(pred: (x: T) => boolean, timeoutMs: number, failure: () => string): Promise<T>;
+}
+
+export function seen<T>(): Seen<T> {
+  const items: T[] = [];
+  const waiters = new Set<{ pred: (x: T) => boolean; resolve: (x: T) => void }>();
+  return {
+    items,
+    add(item) {
+      items.push(item);
+      for (const w of [...waiters]) {
+        if (w.pred(item)) {
+          waiters.delete(w);
+          w.resolve(item);
+        }
+      }
+    },
+    waitFor(pred, timeoutMs, failure) {
+      const have = items.find(pred);
+      if (have) return Promise.resolve(have);
+      return new Promise((resolve, reject) => {
+        const w = {
+          pred,
+          resolve: (x: T) => {
+            clearTimeout(timer);
+            resolve(x);
+          },
+        };
+        const timer = setTimeout(() => {
+          waiters.delete(w);
+          reject(new Error(failure()));
+        }, timeoutMs);
+        waiters.add(w);
+      });
+    },
+  };
+}
+
 /** A JSON-lines log read from a stream: every line parsed (others kept apart), and waits for one. */
 export interface JsonLines {
   logs: LogLine[];
@@ -110,9 +152,8 @@ export interface JsonLines {
 }
 
 export function jsonLines(onRaw?: (raw: string) => void): JsonLines {
-  const logs: LogLine[] = [];
+  const lines = seen<LogLine>();
   const other: string[] = [];
-  const waiters = new Set<{ pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }>();
   let buf = '';
   const feed = (b: Buffer): void => {
     buf += b.toString('utf8');
@@ -128,36 +169,13 @@ export function jsonLines(onRaw?: (raw: string) => void): JsonLines {
         other.push(raw);
         continue;
       }
-      logs.push(l);
-      for (const w of [...waiters]) {
-        if (w.pred(l)) {
-          waiters.delete(w);
-          w.resolve(l);
-        }
-      }
+      lines.add(l);
     }
   };
-  const waitFor = (pred: (l: LogLine) => boolean, timeoutMs: number, failure: () => string): Promise<LogLine> => {
-    const have = logs.find(pred);
-    if (have) return Promise.resolve(have);
-    return new Promise((resolve, reject) => {
-      const w = {
-        pred,
-        resolve: (l: LogLine) => {
-          clearTimeout(timer);
-          resolve(l);
-        },
-      };
-      const timer = setTimeout(() => {
-        waiters.delete(w);
-        reject(new Error(failure()));
-      }, timeoutMs);
-      waiters.add(w);
-    });
-  };
-  return { logs, other, feed, waitFor };
+  return { logs: lines.items, other, feed, waitFor: lines.waitFor };
 }
 
+/** Start `cgwatchdog run --config <file>` with `config` written as YAML. */
 export function startDaemon(config: unknown, opts: StartDaemonOptions = {}): DaemonHandle {
   let dir: string;
   let ownDir = false;
@@ -341,8 +359,8 @@ export interface ReceiverOptions {
 
 export async function startWebhookReceiver(opts: ReceiverOptions = {}): Promise<WebhookReceiver> {
   const headerName = (opts.signatureHeader ?? 'X-Cgwatchdog-Signature').toLowerCase();
-  const received: Received[] = [];
-  const waiters = new Set<{ pred: (r: Received) => boolean; resolve: (r: Received) => void }>();
+  const deliveries = seen<Received>();
+  const received = deliveries.items;
   let rejected = 0;
 
   const verifyHmac = (raw: Buffer, sig: string | string[] | undefined): boolean => {
@@ -379,13 +397,7 @@ export async function startWebhookReceiver(opts: ReceiverOptions = {}): Promise<
         res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}');
       }
       const r: Received = { alert, headers: req.headers, at: Date.now(), raw, hmacOk };
-      received.push(r);
-      for (const w of [...waiters]) {
-        if (w.pred(r)) {
-          waiters.delete(w);
-          w.resolve(r);
-        }
-      }
+      deliveries.add(r);
     });
   });
 
@@ -421,24 +433,8 @@ export async function startWebhookReceiver(opts: ReceiverOptions = {}): Promise<
     verifyHmac,
     setDown,
     rejectedCount: () => rejected,
-    waitFor(pred, timeoutMs) {
-      const have = received.find(pred);
-      if (have) return Promise.resolve(have);
-      return new Promise((resolve, reject) => {
-        const w = {
-          pred,
-          resolve: (r: Received) => {
-            clearTimeout(timer);
-            resolve(r);
-          },
-        };
-        const timer = setTimeout(() => {
-          waiters.delete(w);
-          reject(new Error(`webhook delivery not received within ${timeoutMs} ms; got ${received.length}: ${received.map((r) => `${r.alert?.kind}/${r.alert?.state}#${r.alert?.sequence}`).join(', ')}`));
-        }, timeoutMs);
-        waiters.add(w);
-      });
-    },
+    waitFor: (pred, timeoutMs) =>
+      deliveries.waitFor(pred, timeoutMs, () => `webhook delivery not received within ${timeoutMs} ms; got ${received.length}: ${received.map((r) => `${r.alert?.kind}/${r.alert?.state}#${r.alert?.sequence}`).join(', ')}`),
     async close() {
       if (down) return;
       down = true;
