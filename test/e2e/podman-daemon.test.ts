@@ -223,3 +223,45 @@ test('a podman --rm container OOM-killed within 200 ms of its start: the alert n
   assert.match(metrics, new RegExp(`cgwatchdog_container_oom_kills_total\\{[^}]*id="${id}"[^}]*\\} 1`), 'the removed container\'s OOM count is still scraped');
   await hook.waitFor((x) => x.alert?.kind === 'oom-kill' && x.alert.state === 'resolved', 10_000);
 });
+
+test('first, do no harm, with a real container: a podman container running 100 tasks is not capped at a policy of 40; apply, the alert and the metric say so', async (t) => {
+  ready();
+  const name = testContainerName('e2e-too-low');
+  t.after(() => removeContainer(name));
+  // A live container with 100 tasks (its sh and 99 sleeps), running before the daemon starts.
+  const c = await runContainer({ name, cmd: ['sh', '-c', 'i=0; while [ $i -lt 99 ]; do sleep 100000 & i=$((i+1)); done; wait'] });
+  const current = (): number => Number(fs.readFileSync(path.join('/sys/fs/cgroup/pids', c.cgroupPath, 'pids.current'), 'utf8'));
+  await until(() => (current() >= 100 ? true : undefined), 10_000, () => `100 tasks in ${name} (has ${current()})`, 20);
+  const before = readPidsMax(c.cgroupPath);
+
+  const hook = await startWebhookReceiver({});
+  t.after(() => hook.close());
+  const cfg = config([c.id], 'enforce', 'replace');
+  (cfg.policy as { overrides: Array<Record<string, unknown>> }).overrides[0].pidsMax = 40;
+  cfg.names = { podmanBinary: 'podman' };
+  cfg.alerts = { sinks: [{ type: 'webhook', url: hook.url, retry: { initialDelayMs: 100, maxDelayMs: 500 } }] };
+  const listen = `127.0.0.1:${await freePort()}`;
+  cfg.metrics = { listen };
+  const dir = tempDir(t, 'too-low');
+  const cfgFile = path.join(dir, 'config.yaml');
+  fs.writeFileSync(cfgFile, YAML.stringify(cfg));
+  const r = await runCli(['apply', '--config', cfgFile, '--dry-run', '--json']);
+  assert.equal(r.code, 0, `apply exited ${r.code}: ${r.stderr}`);
+  const rep = JSON.parse(r.stdout).containers.find((x: { id: string }) => x.id === c.id);
+  assert.equal(rep?.action, 'too-low', JSON.stringify(rep));
+  assert.match(rep.reason, /below the 100 tasks it runs/);
+
+  await daemon(t, cfg);
+  const got = await hook.waitFor((x) => x.alert?.kind === 'pids-policy-too-low', 10_000);
+  t.diagnostic(got.alert.summary);
+  assert.equal(got.alert.container.id, c.id);
+  assert.equal(got.alert.container.name, name);
+  assert.equal(got.alert.counters.current, 100);
+  assert.equal(got.alert.counters.limit, 40);
+  const metrics = await (await fetch(`http://${listen}/metrics`)).text();
+  assert.match(metrics, new RegExp(`cgwatchdog_container_policy_too_low\\{id="${c.id}"[^}]*\\} 1`));
+  assert.equal(readPidsMax(c.cgroupPath), before, `pids.max was changed from podman's ${before} below the 100 running tasks`);
+  // The container still forks: one more task beyond the 100.
+  const ex = await run('podman', ['exec', name, 'sh', '-c', 'sleep 0 && echo forked'], 20_000);
+  assert.equal(ex.stdout.trim(), 'forked', `the container cannot fork: ${ex.stderr}`);
+});
