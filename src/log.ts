@@ -10,6 +10,13 @@ export type { Logger };
  */
 export const LOG_BURST = 20;
 export const LOG_WINDOW_MS = 10_000;
+/**
+ * The same line across all subjects at most this often: an OOM storm over thousands of
+ * containers is a few lines each, under the per-subject burst, and would still pass
+ * journald's RateLimitBurst (10,000 per 30 s by default) and take the daemon's other lines
+ * with it.
+ */
+export const LOG_MESSAGE_BURST = 200;
 
 /** Marks the limiter's own summary lines (a symbol key: pino does not print it). */
 const SUMMARY = Symbol('log summary');
@@ -24,6 +31,7 @@ function subjectOf(obj: unknown): string {
 /** pino's logMethod hook: counts lines per (level, message, subject) and holds back bursts. */
 function rateLimiter(): { hook: (this: Logger, args: unknown[], method: (...a: unknown[]) => void, level: number) => void; flush: (log: Logger) => void } {
   let window = new Map<string, { n: number; level: number; msg: string; subject: string }>();
+  let perMessage = new Map<string, { shown: number; held: number; level: number; msg: string; subjects: Set<string> }>();
   return {
     hook(args, method, level) {
       const first = args[0];
@@ -37,11 +45,32 @@ function rateLimiter(): { hook: (this: Logger, args: unknown[], method: (...a: u
       const seen = window.get(key) ?? { n: 0, level, msg, subject };
       seen.n++;
       window.set(key, seen);
-      if (seen.n <= LOG_BURST) method.apply(this, args);
+      if (seen.n > LOG_BURST) return;
+      const mkey = `${level}\0${msg}`;
+      const m = perMessage.get(mkey) ?? { shown: 0, held: 0, level, msg, subjects: new Set<string>() };
+      perMessage.set(mkey, m);
+      if (m.shown < LOG_MESSAGE_BURST) {
+        m.shown++;
+        method.apply(this, args);
+        return;
+      }
+      // Held back here, not by the per-subject burst: counted once, in this summary only.
+      seen.n--;
+      m.held++;
+      // A bounded sample of subjects: the summary must not grow with the storm.
+      if (m.subjects.size < 10) m.subjects.add(subject);
     },
     flush(log) {
       const last = window;
       window = new Map();
+      const lastMessages = perMessage;
+      perMessage = new Map();
+      for (const m of lastMessages.values()) {
+        if (m.held === 0) continue;
+        const fields = { [SUMMARY]: true, repeatedMsg: m.msg, suppressed: m.held, acrossSubjects: true, someSubjects: [...m.subjects].filter(Boolean), windowMs: LOG_WINDOW_MS };
+        if (m.level >= 50) log.error(fields, 'log lines suppressed (repeats)');
+        else log.warn(fields, 'log lines suppressed (repeats)');
+      }
       for (const s of last.values()) {
         if (s.n <= LOG_BURST) continue;
         // Marked: a summary is never itself held back.

@@ -1,6 +1,6 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { createLogger, LOG_BURST, LOG_WINDOW_MS } from '../../src/log';
+import { createLogger, LOG_BURST, LOG_MESSAGE_BURST, LOG_WINDOW_MS } from '../../src/log';
 
 test('a storm of one log line is held to a burst per subject and summarised with a count; other subjects and lines go through', async (t) => {
   t.mock.timers.enable({ apis: ['setInterval'] });
@@ -44,4 +44,22 @@ test('on a journal stream (JOURNAL_STREAM is stdout\'s device:inode) each line c
   // Inherited from a parent whose stdout was the journal: ours is a file, no prefix.
   const plain = runWith((st) => `${st.dev}:${st.ino + 1}`).trim().split('\n');
   assert.deepEqual(plain.map((l) => JSON.parse(l).msg), ['d', 'i', 'w', 'e']);
+});
+
+test('a storm of one line over many subjects (an OOM storm over thousands of containers) is held to a burst per message and summarised with a count', async (t) => {
+  t.mock.timers.enable({ apis: ['setInterval'] });
+  const lines: Record<string, unknown>[] = [];
+  const log = createLogger('debug', { write: (s: string) => lines.push(JSON.parse(s) as Record<string, unknown>) });
+  for (let i = 0; i < 3000; i++) log.warn({ cgroup: `/docker/c${i}` }, 'alert');
+  for (let i = 0; i < 3; i++) log.warn({ cgroup: '/docker/other' }, 'reading counters failed');
+  assert.equal(lines.filter((l) => l.msg === 'alert').length, LOG_MESSAGE_BURST);
+  assert.equal(lines.filter((l) => l.msg === 'reading counters failed').length, 3, 'another line is not held back by this one');
+  t.mock.timers.tick(LOG_WINDOW_MS);
+  const summaries = lines.filter((l) => l.msg === 'log lines suppressed (repeats)');
+  assert.equal(summaries.length, 1, JSON.stringify(summaries));
+  assert.equal(summaries[0]!.repeatedMsg, 'alert');
+  assert.equal(summaries[0]!.suppressed, 3000 - LOG_MESSAGE_BURST);
+  assert.equal((summaries[0]!.someSubjects as string[]).length, 10);
+  log.warn({ cgroup: '/docker/new' }, 'alert');
+  assert.equal(lines.filter((l) => l.msg === 'alert').length, LOG_MESSAGE_BURST + 1, 'a new window lets it through again');
 });
