@@ -3,7 +3,8 @@
  * the OpenAPI schemas of the Kubernetes release the package was made from), and against each
  * other and the daemon: the config paths point at the mounts, the probes at the metrics port,
  * the image's entrypoint runs node as the systemd unit does. validate() checks types and
- * required fields, not unknown keys: the fields that matter are asserted one by one here.
+ * required fields, not unknown keys (the API server would drop a misspelt key in silence), so
+ * strictSchemaErrors walks the same schemas refusing any key they do not have.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -26,6 +27,7 @@ import {
   manifestOfKind,
   mountOfHostPath,
   mountsOf,
+  strictSchemaErrors,
 } from '../helpers/kubernetes';
 
 const MODELS: Record<string, new (data: any) => { validate(): void }> = {
@@ -52,6 +54,46 @@ test('the schema check is real: a wrong type and a missing required field are re
   const noSelector = structuredClone(manifestOfKind('DaemonSet'));
   delete noSelector.spec.selector;
   assert.throws(() => new DaemonSet(noSelector).validate(), /selector/);
+});
+
+test('every manifest has only keys its Kubernetes API schema has', () => {
+  for (const { file, doc } of loadManifests()) {
+    assert.deepEqual(strictSchemaErrors(doc), [], `${path.basename(file)}: ${doc.kind} ${doc.metadata?.name}`);
+  }
+});
+
+test('the unknown-key check is real: a misspelt hostPID, an unknown spec key and a misspelt key deep in the container are refused by path', () => {
+  const misspelt = structuredClone(manifestOfKind('DaemonSet'));
+  delete misspelt.spec.template.spec.hostPID;
+  misspelt.spec.template.spec.hostPid = true;
+  assert.deepEqual(strictSchemaErrors(misspelt), ['spec.template.spec.hostPid: unknown key (the schema has hostPID)']);
+  // validate() is what the check before this one had: it lets the misspelling through.
+  assert.doesNotThrow(() => new DaemonSet(misspelt).validate());
+
+  const foo = structuredClone(manifestOfKind('DaemonSet'));
+  foo.spec.foo = 1;
+  assert.deepEqual(strictSchemaErrors(foo), ['spec.foo: unknown key']);
+
+  const deep = structuredClone(manifestOfKind('DaemonSet'));
+  const c = deep.spec.template.spec.containers[0];
+  c.securityContxt = c.securityContext;
+  delete c.securityContext;
+  c.volumeMounts[0].readonly = true;
+  assert.deepEqual(strictSchemaErrors(deep).sort(), [
+    'spec.template.spec.containers[0].securityContxt: unknown key',
+    'spec.template.spec.containers[0].volumeMounts[0].readonly: unknown key (the schema has readOnly)',
+  ]);
+
+  const cm = structuredClone(manifestOfKind('ConfigMap'));
+  cm.data['any-key.yaml'] = 'maps take any key';
+  cm.metadata.labels = { 'example.com/any': 'x' };
+  assert.deepEqual(strictSchemaErrors(cm), [], 'data and labels are maps: any key');
+  cm.data.n = 3;
+  assert.deepEqual(strictSchemaErrors(cm), ['data.n: 3 is not string']);
+
+  const noSelector = structuredClone(manifestOfKind('DaemonSet'));
+  delete noSelector.spec.selector;
+  assert.deepEqual(strictSchemaErrors(noSelector), ['spec.selector: required, missing']);
 });
 
 test('one namespace; the DaemonSet uses the ServiceAccount and selects its own pods', () => {
