@@ -52,8 +52,21 @@ test('npm pack -> npm install -g --offline -> cgwatchdog install-service: the un
 
   // --- npm pack ------------------------------------------------------------------------------
   // --ignore-scripts: prepack would rebuild dist/ under the other tests; the test run built it.
-  const pack = sh(npm!, ['pack', '--ignore-scripts', '--json', '--pack-destination', tmp], { cwd: ROOT });
+  // Its other half, moving the bundled packages' tests and types aside, is run here as npm would.
+  const scripts = (pkg as unknown as { scripts: Record<string, string> }).scripts;
+  assert.match(scripts.prepack!, /&& node scripts\/prune-bundle\.js stash$/);
+  assert.equal(scripts.postpack, 'node scripts/prune-bundle.js restore');
+  const stash = sh(process.execPath, ['scripts/prune-bundle.js', 'stash'], { cwd: ROOT });
+  let pack: ReturnType<typeof sh>;
+  try {
+    assert.equal(stash.code, 0, stash.err);
+    pack = sh(npm!, ['pack', '--ignore-scripts', '--json', '--pack-destination', tmp], { cwd: ROOT });
+  } finally {
+    const restore = sh(process.execPath, ['scripts/prune-bundle.js', 'restore'], { cwd: ROOT });
+    assert.equal(restore.code, 0, restore.err);
+  }
   assert.equal(pack.code, 0, pack.err);
+  assert.ok(fs.existsSync(path.join(ROOT, 'node_modules/@types/node/package.json')), 'the development tree is whole again');
   const info = (JSON.parse(pack.out) as PackJson[])[0]!;
   const tarball = path.join(tmp, info.filename);
   assert.ok(fs.existsSync(tarball));
@@ -65,6 +78,11 @@ test('npm pack -> npm install -g --offline -> cgwatchdog install-service: the un
   for (const must of ['package.json', 'README.md', 'dist/src/cli.js', 'dist/src/install/service.js', 'dist/src/hook/install.js', 'dist/native/cgwatchdog-hook', 'native/hook-client.c', 'systemd/cgwatchdog.service', 'config/default.yaml', 'proto/cri-runtime-v1.proto', 'proto/containerd-containers-v1.proto']) {
     assert.ok(own.includes(must), `${must} is in the tarball`);
   }
+  // The same rule inside the bundled packages: what runs, not their tests, benchmarks, types or maps.
+  const bundledDev = files.filter((f) => f.startsWith('node_modules/')).filter(
+    (f) => /\/(tests?|__tests__|specs?|bench|benchmarks?)\//.test(f) || /\.(ts|mts|cts|map)$/.test(f) || /^node_modules\/(@types\/|undici-types\/)/.test(f),
+  );
+  assert.deepEqual(bundledDev, [], 'no tests, benchmarks, type declarations, TypeScript sources or maps in the bundled node_modules');
   assert.deepEqual(own.filter((f) => !/^(dist\/src\/.*\.js|dist\/COMMIT|dist\/native\/cgwatchdog-hook|native\/hook-client\.c|proto\/.*\.proto|systemd\/[^/]+|config\/[^/]+|README\.md|LICENSE|package\.json)$/.test(f)), [], 'only what runs');
   // Every production dependency bundled (a dependency added but not listed fails the offline install below).
   const unbundled = Object.keys(pkg.dependencies).filter((d) => !info.bundled.includes(d) || !files.includes(`node_modules/${d}/package.json`));
