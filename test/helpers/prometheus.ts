@@ -123,8 +123,11 @@ async function startServer(bin: string, name: string, args: (port: number, dir: 
   return { url, port, proc, dir, stderr: () => err, stop };
 }
 
-/** Alertmanager with a route to a receiver that sends nothing: its API holds the alerts. */
-export function startAlertmanager(t?: TestContext): Promise<Server> {
+/**
+ * Alertmanager with a route to a receiver that sends nothing (its API holds the alerts), or
+ * with `config` as its am.yml (routes to receivers of the test's own).
+ */
+export function startAlertmanager(t?: TestContext, config = "route:\n  receiver: 'null'\nreceivers:\n  - name: 'null'\n"): Promise<Server> {
   return startServer(
     ALERTMANAGER,
     'alertmanager',
@@ -135,7 +138,7 @@ export function startAlertmanager(t?: TestContext): Promise<Server> {
       '--cluster.listen-address=', // no gossip port
       '--log.level=warn',
     ],
-    (dir) => fs.writeFileSync(path.join(dir, 'am.yml'), "route:\n  receiver: 'null'\nreceivers:\n  - name: 'null'\n"),
+    (dir) => fs.writeFileSync(path.join(dir, 'am.yml'), config),
     t,
   );
 }

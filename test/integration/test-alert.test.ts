@@ -3,6 +3,8 @@
  * 127.0.0.1): one answering 200 gets the test alert, one answering 500 fails it and the exit
  * code is 1 naming it; a sink whose filter leaves "test" out is skipped and says why; nothing
  * is written to the state directory (a running daemon's outbox and alert states are its own).
+ * Through a real Alertmanager: its route matches the test alert's labels and hands it to a
+ * webhook receiver of the test's, which is where the operator sees it arrive.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,6 +13,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { runCli, startWebhookReceiver } from '../helpers/daemon';
+import { need } from '../helpers/prereq';
+import { ALERTMANAGER, startAlertmanager, until } from '../helpers/prometheus';
 
 function tmpDir(t: { after(fn: () => void): void }): string {
   const d = fs.mkdtempSync(path.join(os.tmpdir(), 'cgwd-test-alert-'));
@@ -82,4 +86,62 @@ test('test-alert: delivered to the 200 receiver, the 500 one named as failed (ex
   const none = await runCli(['test-alert', '--config', cfgFile]);
   assert.equal(none.code, 1);
   assert.match(none.stderr.trim(), /^cgwatchdog: test-alert: no alert sinks are configured/);
+});
+
+test('test-alert through a real Alertmanager: its route sends the test alert, labels and all, to the receiver behind it', async (t) => {
+  need(fs.existsSync(ALERTMANAGER), `${ALERTMANAGER} (apt-get install prometheus-alertmanager)`);
+  const hook = await startWebhookReceiver();
+  t.after(() => hook.close());
+  const other = await startWebhookReceiver();
+  t.after(() => other.close());
+  // The test alert's route is matched by its labels; everything else goes elsewhere, so an
+  // alert reaching `hook` proves the labels Alertmanager routed on, not a default route.
+  const am = await startAlertmanager(
+    t,
+    [
+      'route:',
+      "  receiver: 'other'",
+      '  group_wait: 0s',
+      '  group_interval: 1s',
+      '  routes:',
+      '    - receiver: hook',
+      '      matchers: [\'kind="test"\', \'host="am-test-host"\', \'severity="info"\']',
+      'receivers:',
+      "  - name: 'other'",
+      '    webhook_configs:',
+      `      - url: '${other.url}'`,
+      "  - name: 'hook'",
+      '    webhook_configs:',
+      `      - url: '${hook.url}'`,
+      '        send_resolved: false',
+      '',
+    ].join('\n'),
+  );
+  const dir = tmpDir(t);
+  const cfgFile = path.join(dir, 'config.yaml');
+  fs.writeFileSync(
+    cfgFile,
+    JSON.stringify({ paths: { stateDir: path.join(dir, 'state') }, alerts: { host: 'am-test-host', sinks: [{ type: 'alertmanager', name: 'am', url: `${am.url}/` }] } }),
+  );
+
+  const t0 = Date.now();
+  const r = await runCli(['test-alert', '--json', '--config', cfgFile]);
+  assert.equal(r.code, 0, `${r.stdout}${r.stderr}`);
+  const out = JSON.parse(r.stdout) as { results: { sink: string; outcome: string }[] };
+  assert.deepEqual(out.results.map((x) => [x.sink, x.outcome]), [['am', 'delivered']]);
+
+  type AmWebhook = { receiver: string; status: string; alerts: { labels: Record<string, string>; annotations: Record<string, string>; status: string }[] };
+  const got = await until(
+    () => hook.received.map((x) => x.alert as AmWebhook | undefined).find((b) => b?.alerts?.some((a) => a.labels.kind === 'test')),
+    15_000,
+    () => `the test alert at the webhook behind Alertmanager (other receiver got ${other.received.length}; alertmanager: ${am.stderr().slice(-1000)})`,
+  );
+  t.diagnostic(`test-alert -> Alertmanager -> webhook in ${Date.now() - t0} ms`);
+  assert.equal(got.receiver, 'hook');
+  assert.equal(got.status, 'firing');
+  assert.equal(got.alerts.length, 1);
+  const a = got.alerts[0]!;
+  assert.deepEqual(a.labels, { alertname: 'CgwatchdogTest', severity: 'info', kind: 'test', host: 'am-test-host', limit_scope: 'node', cgroup: '/' });
+  assert.match(a.annotations.summary ?? '', /TEST alert/);
+  assert.equal(other.received.length, 0, 'nothing went to the other route');
 });
