@@ -26,12 +26,27 @@ for (const k of UML_KERNELS) test(`the inotify watch limit: the daemon never cra
   assert.deepEqual(limited.warned, { code: 'ENOSPC', hint: 'fs.inotify.max_user_watches is reached' });
   assert.equal(limited.warnings, 1, 'logged once, not once per refused watch');
   assert.ok(limited.lateMs !== null && limited.lateMs < 5000, `a container under an unwatched parent waited ${limited.lateMs} ms`);
+  // What an operator sees at the limit: refusals counted, inotify down, /healthz degraded (still 200: detection works).
+  const ls = limited.seen;
+  assert.equal(ls.error, undefined, `scrape failed: ${ls.error}`);
+  assert.ok(ls.failures > 0, `cgwatchdog_watch_failures_total: ${ls.failures}`);
+  assert.equal(ls.inotifyUp, 0, 'cgwatchdog_source_up{source="inotify"} at the watch limit');
+  assert.equal(ls.health.httpStatus, 200, JSON.stringify(ls.health));
+  assert.equal(ls.health.body.status, 'degraded', JSON.stringify(ls.health.body));
+  assert.ok((ls.health.body.degraded as string[]).some((d) => /cannot be watched \(ENOSPC/.test(d)), JSON.stringify(ls.health.body));
 
   const raised = get('raised');
   t.diagnostic(`limit raised again: a new container limited after ${raised.freshMs} ms`);
   assert.equal(raised.recovered, true, 'watching did not resume');
   assert.equal(raised.alive, true);
   assert.ok(raised.freshMs !== null && raised.freshMs < 1000, `new container after recovery: ${raised.freshMs} ms`);
+  const rs = raised.seen;
+  assert.equal(rs.error, undefined, `scrape failed: ${rs.error}`);
+  assert.equal(rs.inotifyUp, 1, 'cgwatchdog_source_up{source="inotify"} after the limit is raised');
+  assert.equal(rs.health.httpStatus, 200);
+  assert.deepEqual(rs.health.body.status, 'ok', JSON.stringify(rs.health.body));
+  assert.equal(rs.health.body.degraded, undefined);
+  assert.ok(rs.failures >= ls.failures, 'a counter never goes down');
 
   const cleanup = get('cleanup');
   assert.equal(cleanup.gone, true);

@@ -12,6 +12,38 @@ import { DaemonProc, hex64, mkCgroup, pollFile, removeTree, runMain, writeConfig
 
 const TEST = '/cgwd-test';
 const WATCHES = '/proc/sys/fs/inotify/max_user_watches';
+const PORT = 19392;
+
+interface Seen {
+  failures: number | null;
+  inotifyUp: number | null;
+  health: { httpStatus: number; body: Record<string, unknown> } | null;
+  error?: string;
+}
+
+/** What an operator scrapes: the watch-failure count, inotify's source_up, and /healthz. */
+async function scrape(): Promise<Seen> {
+  try {
+    const metrics = await (await fetch(`http://127.0.0.1:${PORT}/metrics`)).text();
+    const failures = [...metrics.matchAll(/^cgwatchdog_watch_failures_total\{code="[^"]+"\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
+    const up = /^cgwatchdog_source_up\{source="inotify"\} (\d+)$/m.exec(metrics);
+    const res = await fetch(`http://127.0.0.1:${PORT}/healthz`);
+    return { failures, inotifyUp: up ? Number(up[1]) : null, health: { httpStatus: res.status, body: await res.json() as Record<string, unknown> } };
+  } catch (e) {
+    return { failures: null, inotifyUp: null, health: null, error: (e as Error).message };
+  }
+}
+
+/** source_up is set after each sweep (1 s): scrape until `ok`, or return the last seen at the timeout. */
+async function scrapeUntil(ok: (s: Seen) => boolean, timeoutMs: number): Promise<Seen> {
+  const end = nowMs() + timeoutMs;
+  let s = await scrape();
+  while (!ok(s) && nowMs() < end) {
+    await sleep(200);
+    s = await scrape();
+  }
+  return s;
+}
 
 async function main(): Promise<void> {
   if (!inUml()) throw new Error('run this through test/helpers/uml.ts runInUml()');
@@ -27,7 +59,7 @@ async function main(): Promise<void> {
     kernel: { manage: false },
     policy: { overrides: [{ pathPattern: `^${TEST}/`, pidsMax: 321 }] },
     discovery: { roots: [TEST], reconcileSchedule: '0 0 1 1 *' },
-    metrics: { enabled: false },
+    metrics: { listen: `127.0.0.1:${PORT}` },
   });
   const d = new DaemonProc(cfg, 'watch-limit');
   try {
@@ -51,6 +83,7 @@ async function main(): Promise<void> {
     const t0 = nowMs();
     mkCgroup(root, late);
     const lateMs = await pollFile(path.join(abs(late), 'pids.max'), (s) => s === '321', 10_000, 5);
+    const seenLimited = await scrapeUntil((s) => s.inotifyUp === 0 && s.health?.body.status === 'degraded', 5000);
     emit({
       check: 'limited',
       alive: d.child.exitCode === null && d.child.signalCode === null,
@@ -58,6 +91,7 @@ async function main(): Promise<void> {
       warnings: d.lines.filter((l) => l.msg?.startsWith('cannot watch')).length,
       lateMs: lateMs === null ? null : Math.round(nowMs() - t0),
       stderr: d.stderr.slice(-500),
+      seen: seenLimited,
     });
 
     fs.writeFileSync(WATCHES, original);
@@ -66,7 +100,8 @@ async function main(): Promise<void> {
     const t1 = nowMs();
     mkCgroup(root, fresh);
     const freshMs = await pollFile(path.join(abs(fresh), 'pids.max'), (s) => s === '321', 5000, 1);
-    emit({ check: 'raised', recovered: recovered !== null, freshMs: freshMs === null ? null : Math.round(nowMs() - t1), alive: d.child.exitCode === null });
+    const seenRaised = await scrapeUntil((s) => s.inotifyUp === 1 && s.health?.body.status === 'ok', 5000);
+    emit({ check: 'raised', recovered: recovered !== null, freshMs: freshMs === null ? null : Math.round(nowMs() - t1), alive: d.child.exitCode === null, seen: seenRaised });
   } finally {
     fs.writeFileSync(WATCHES, original);
     const stop = await d.stop();
