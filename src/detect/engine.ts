@@ -174,7 +174,7 @@ export class DetectionEngine extends EventEmitter {
   /** Is each source doing its job? For /healthz: not ok when one is down, degraded when it limps. */
   health(): { ok: boolean; detail: string; degraded?: string[] } {
     if (!this.running) return { ok: false, detail: 'detection not started' };
-    if (this.o.kmsg && !this.kmsg.up) return { ok: false, detail: `kmsg reader on ${this.o.kmsgPath} is not running` };
+    if (this.o.kmsg && !this.kmsg.up) return { ok: false, detail: `kmsg reader on ${this.o.kmsgPath} is down: not reading the kernel log (retried with backoff)` };
     if (this.sweeper.stalled()) return { ok: false, detail: `counter sweep has not run for ${this.sweeper.msSinceLast} ms` };
     const degraded = [watchHealth.degraded()].filter((d): d is string => d !== undefined);
     return { ok: true, detail: `watching ${this.watched.size} cgroups`, ...(degraded.length ? { degraded } : {}) };

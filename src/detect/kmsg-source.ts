@@ -45,8 +45,9 @@ export class KmsgSource {
     private readonly victimWaitMs = 100,
   ) {}
 
+  /** Reading the kernel log: a reader whose child keeps ending at once is down, though restarted. */
   get up(): boolean {
-    return this.reader?.running === true;
+    return this.reader?.following === true;
   }
 
   start(path = this.path): void {
@@ -87,9 +88,9 @@ export class KmsgSource {
       this.stats.records.wrapped++;
       this.log.warn({ lost }, 'the kernel log wrapped past us: records lost; the counter sweep still counts');
     });
-    r.on('restarted', (why: string) => {
+    r.on('restarted', (why: string, delayMs: number) => {
       this.stats.restarts++;
-      this.log.warn({ path: this.path, why: why || undefined, restarts: this.stats.restarts }, 'kmsg reader child ended: following the kernel log again');
+      this.log.warn({ path: this.path, why: why || undefined, restarts: this.stats.restarts, retryInMs: delayMs }, 'kmsg reader child ended: following the kernel log again');
     });
     r.on('error', (err: Error) => {
       this.log.error({ err: err.message, path: this.path }, 'kmsg reader failed; the counter sweep goes on');

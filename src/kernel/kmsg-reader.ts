@@ -24,8 +24,8 @@ export interface KmsgReaderEvents {
   unparsed: [text: string];
   /** Records were lost (the ring buffer wrapped past us): how many, from the sequence gap. */
   wrapped: [lost: number];
-  /** The `cat` child ended and is started again (its stderr tail). */
-  restarted: [why: string];
+  /** The `cat` child ended and is started again after `delayMs` (its stderr tail). */
+  restarted: [why: string, delayMs: number];
   /** A read failed in a way other than EAGAIN/EPIPE; the reader has stopped. */
   error: [err: Error];
   /** Caught up with "now": records written from here on are reported. */
@@ -33,6 +33,11 @@ export interface KmsgReaderEvents {
 }
 
 const RECORD_START = /^\d+,\d+,\d+,/;
+/** A `cat` child that lived this long was following; one that ended sooner failed. */
+const FOLLOW_STABLE_MS = 2000;
+/** A child that failed again is started after this, doubling up to the max. */
+const FOLLOW_RETRY_MIN_MS = 500;
+const FOLLOW_RETRY_MAX_MS = 60_000;
 const MAX_READS_PER_TICK = 1000;
 
 /**
@@ -63,7 +68,9 @@ export class KmsgReader extends EventEmitter<KmsgReaderEvents> {
   private fd: number | null = null;
   private timer: NodeJS.Timeout | null = null;
   private child: ChildProcess | null = null;
-  private restarts: number[] = [];
+  /** `cat` children in a row that ended before FOLLOW_STABLE_MS. */
+  private quickExits = 0;
+  private stableTimer: NodeJS.Timeout | null = null;
   private restartTimer: NodeJS.Timeout | null = null;
   private readonly catPath: string;
   private caughtUp = false;
@@ -80,6 +87,14 @@ export class KmsgReader extends EventEmitter<KmsgReaderEvents> {
 
   get running(): boolean {
     return this.fd !== null || this.child !== null || this.restartTimer !== null;
+  }
+
+  /**
+   * Following, not crash-looping: a child that ends at once again and again (the path is a
+   * regular file, a device that refuses reads) reads nothing, though it is always restarted.
+   */
+  get following(): boolean {
+    return this.running && this.quickExits < 2;
   }
 
   start(): void {
@@ -125,6 +140,12 @@ export class KmsgReader extends EventEmitter<KmsgReaderEvents> {
     this.restartTimer = null;
     const child = spawn(this.catPath, [this.path], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
+    const spawnedAt = Date.now();
+    this.stableTimer = setTimeout(() => {
+      this.stableTimer = null;
+      if (this.child === child) this.quickExits = 0;
+    }, FOLLOW_STABLE_MS);
+    this.stableTimer.unref();
     // An empty ring buffer has no start record to reach.
     child.on('spawn', () => this.lastSeq === null && this.markReady());
     let stderr = '';
@@ -148,17 +169,28 @@ export class KmsgReader extends EventEmitter<KmsgReaderEvents> {
       this.pending = '';
       // cat ends on EPIPE when the ring buffer wraps past it: count it and follow again.
       if (/broken pipe/i.test(stderr)) this.wrapped++;
-      const now = Date.now();
-      this.restarts = [...this.restarts.filter((t) => now - t < 10_000), now];
-      const delay = this.restarts.length > 5 ? 2000 : 0;
-      if (this.restarts.length > 5) this.emit('error', new Error(`${this.catPath} ${this.path} keeps exiting: ${stderr.trim() || 'no message'}; retrying`));
-      this.emit('restarted', stderr.trim());
+      this.clearStable();
+      // One death (killed, a wrap) is followed again at once; a child that keeps ending at
+      // once is retried with backoff, not spun on, and reported as not following.
+      this.quickExits = Date.now() - spawnedAt < FOLLOW_STABLE_MS ? this.quickExits + 1 : 0;
+      const delay = this.quickExits < 2 ? 0 : Math.min(FOLLOW_RETRY_MAX_MS, FOLLOW_RETRY_MIN_MS * 2 ** (this.quickExits - 2));
+      // The restart is scheduled before anyone hears of the failure: a listener that sees
+      // this reader not running would start a second one beside it.
       this.restartTimer = setTimeout(() => this.follow(), delay);
       this.restartTimer.unref();
+      if (this.quickExits === 2) this.emit('error', new Error(`${this.catPath} ${this.path} keeps exiting: ${stderr.trim() || 'no message'}; retrying with backoff`));
+      this.emit('restarted', stderr.trim(), delay);
     });
   }
 
+  private clearStable(): void {
+    if (this.stableTimer) clearTimeout(this.stableTimer);
+    this.stableTimer = null;
+  }
+
   stop(): void {
+    this.clearStable();
+    this.quickExits = 0;
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     if (this.restartTimer) clearTimeout(this.restartTimer);
