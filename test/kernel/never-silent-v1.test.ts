@@ -298,6 +298,67 @@ test('the kmsg reader killed: it is restarted and counted, and the next fork rej
   assert.ok(got.alert.sources.includes('kmsg'), `seen by ${got.alert.sources.join(', ')}`);
 });
 
+test('a kmsg reader that keeps failing (its path a regular file: each reader ends at once) is down, restarted with growing backoff and counted; up again once the path can be followed', async (t) => {
+  ready();
+  const root = testRoot(t);
+  makeContainer(`${root}/docker/${hex64()}`);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cgwd-kmsg-path-'));
+  defer(t, () => fs.rmSync(dir, { recursive: true, force: true }));
+  const kmsg = path.join(dir, 'kmsg');
+  // Opens and reads fine, and ends at EOF at once: the reader's child exits as soon as it starts.
+  fs.writeFileSync(kmsg, '');
+  const cfg = await config(root, stateDir(t), { paths: { kmsg } });
+  const d = await daemon(t, cfg);
+  const scrape = async (): Promise<{ up: number | undefined; restarts: number; health: { status: number; body: { ok: boolean; status: string; detail: string } } }> => {
+    const metrics = await (await fetch(`http://${cfg.metrics.listen}/metrics`)).text();
+    const up = /^cgwatchdog_source_up\{source="kmsg"\} (\d+)$/m.exec(metrics)?.[1];
+    const res = await fetch(`http://${cfg.metrics.listen}/healthz`);
+    return { up: up === undefined ? undefined : Number(up), restarts: Number(/^cgwatchdog_kmsg_restarts_total (\d+)$/m.exec(metrics)?.[1]), health: { status: res.status, body: await res.json() as { ok: boolean; status: string; detail: string } } };
+  };
+  const restartLines = () => d.logs.filter((l) => l.msg === 'kmsg reader child ended: following the kernel log again');
+  await d.waitForLog(() => restartLines().length >= 5, 15_000);
+  const down = await scrape();
+  t.diagnostic(`while failing: ${JSON.stringify(down)}`);
+  assert.equal(down.up, 0, 'cgwatchdog_source_up{source="kmsg"} while the reader keeps failing');
+  assert.equal(down.health.status, 503);
+  assert.equal(down.health.body.status, 'down');
+  assert.match(down.health.body.detail, new RegExp(`kmsg reader on ${kmsg} is down`));
+  const lines = restartLines();
+  const at = lines.map((l) => Date.parse(l.time));
+  const gaps = at.slice(1).map((x, i) => x - at[i]!);
+  const delays = lines.map((l) => l.retryInMs as number);
+  t.diagnostic(`restart delays announced ${delays.join(', ')} ms; gaps between restarts ${gaps.join(', ')} ms`);
+  for (let i = 2; i < delays.length; i++) assert.ok(delays[i]! > delays[i - 1]!, `backoff grows: ${delays.join(', ')}`);
+  // The gap before the 4th and 5th restarts is the delay announced at the one before (500 ms, 1000 ms, ...).
+  for (let i = 2; i < gaps.length; i++) assert.ok(gaps[i]! >= delays[i]! && gaps[i]! > gaps[i - 1]!, `restarts come further apart: ${gaps.join(', ')}`);
+  await d.waitForLog(() => restartLines().length >= 6, 10_000);
+  await new Promise((r) => setTimeout(r, 1200)); // a sweep sets the metrics
+  const later = await scrape();
+  assert.ok(later.restarts > down.restarts && later.restarts >= 5, `cgwatchdog_kmsg_restarts_total ${down.restarts} -> ${later.restarts}`);
+  assert.equal(later.up, 0);
+
+  // The path works again: a FIFO with a writer (held here), which the next reader follows.
+  const fifo = path.join(dir, 'kmsg.fifo');
+  assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
+  const writer = fs.openSync(fifo, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
+  defer(t, () => fs.closeSync(writer));
+  fs.renameSync(fifo, kmsg);
+  const t0 = Date.now();
+  let up = later;
+  while (Date.now() - t0 < 25_000 && !(up.up === 1 && up.health.status === 200)) {
+    await new Promise((r) => setTimeout(r, 250));
+    up = await scrape();
+  }
+  t.diagnostic(`path followable again: kmsg up after ${Date.now() - t0} ms; ${JSON.stringify(up)}`);
+  assert.equal(up.up, 1, 'cgwatchdog_source_up{source="kmsg"} once the reader follows again');
+  assert.equal(up.health.status, 200);
+  assert.equal(up.health.body.status, 'ok');
+  const n = restartLines().length;
+  await new Promise((r) => setTimeout(r, 2500));
+  assert.equal(restartLines().length, n, 'the reader following the FIFO is not restarted any more');
+  assert.equal(d.proc.exitCode, null);
+});
+
 test('kill -9 while an alert fires, then restart: the alert goes on from its sequence and resolves (a container removed meanwhile at once)', async (t) => {
   ready();
   const root = testRoot(t);
