@@ -11,6 +11,7 @@ import { watchHealth } from './kernel/inotify';
 import { ContainerKeeper, type KeeperHooks } from './keeper';
 import type { Logger } from './log';
 import { DaemonMetricsState } from './metrics/daemon-metrics';
+import { StateWriteHealth } from './state/write-health';
 
 export interface DaemonHooks extends KeeperHooks {
   /** Each detected limit hit, once. */
@@ -36,6 +37,7 @@ export function compose(config: () => Config, host: HostSetup, caps: KernelCapab
   const cfg = config();
   const { cgroups } = host;
   const inventory = new Inventory();
+  const stateWrites = new StateWriteHealth();
   const engine = new DetectionEngine({
     cgroups,
     log,
@@ -68,9 +70,9 @@ export function compose(config: () => Config, host: HostSetup, caps: KernelCapab
     health: () => {
       const h = engine.health();
       const ob = alerts?.outbox;
-      if (!ob?.lastWriteError) return h;
-      const disk = `alert outbox cannot write to disk (${ob.lastWriteError}): ${ob.inMemory} alerts held in memory`;
-      return { ...h, degraded: [...(h.degraded ?? []), disk] };
+      const disk = [...(ob?.lastWriteError ? [`alert outbox cannot write to disk (${ob.lastWriteError}): ${ob.inMemory} alerts held in memory`] : []), ...stateWrites.degraded()];
+      if (disk.length === 0) return h;
+      return { ...h, degraded: [...(h.degraded ?? []), ...disk] };
     },
   });
   const m = () => metrics.daemon;
@@ -80,13 +82,20 @@ export function compose(config: () => Config, host: HostSetup, caps: KernelCapab
     inventory,
     usage,
     cgroups,
+    stateWrites,
     onOutcome: (sink, outcome) => {
       m()?.alertsTotal.inc({ sink, outcome });
       if (outcome === 'dropped') m()?.outboxDroppedTotal.inc();
     },
   });
   const pipeline = alerts;
-  const keeper = new ContainerKeeper({ inventory, host, config, log, metrics: m, hooks, policyTooLow: (c, tooLow) => pipeline.policyTooLow(c, tooLow) });
+  const keeper = new ContainerKeeper({ inventory, host, config, log, metrics: m, hooks, stateWrites, policyTooLow: (c, tooLow) => pipeline.policyTooLow(c, tooLow) });
+  stateWrites.on('failure', (f: { file: string; code: string; message: string; first: boolean }) => {
+    m()?.stateWriteFailuresTotal.inc({ file: f.file });
+    // Once until a save of that file succeeds: an alert storm saves every 100 ms.
+    if (f.first) log.error({ file: f.file, code: f.code, err: f.message }, 'cannot save a state file: its data is kept in memory (logged once until a save succeeds)');
+  });
+  stateWrites.on('recovered', (file: string) => log.info({ file }, 'the state file is saved again'));
 
   engine.on('event', (e: LimitEvent) => {
     log.debug({ event: e }, 'limit event');

@@ -14,6 +14,7 @@ import { limitOrigin, listRecords, readRecord, recordFileName, recordNames, remo
 import { applyPolicy, type ApplyResult } from './policy/apply';
 import { applyAll } from './policy/reconcile';
 import { WrittenStore } from './policy/written-store';
+import type { StateWriteHealth } from './state/write-health';
 
 /**
  * Runtimes write the CPU quota and their own pids.max just after the mkdir we react to (runc:
@@ -75,6 +76,8 @@ export interface KeeperOptions {
   /** The policy value was not written because the container runs more tasks (or no longer). */
   policyTooLow(c: ContainerRecord, tooLow: { tasks?: number; policy: number } | null): void;
   hooks: KeeperHooks;
+  /** Failed saves of written-pids-max.json are counted and shown here. */
+  stateWrites?: StateWriteHealth;
 }
 
 /**
@@ -109,7 +112,7 @@ export class ContainerKeeper {
   private readonly ownerWatches = new Map<string, { close(): void }>();
 
   constructor(private readonly o: KeeperOptions) {
-    this.written = new WrittenStore(o.config().paths.stateDir, (m) => o.log.warn(m));
+    this.written = new WrittenStore(o.config().paths.stateDir, (m) => o.log.warn(m), o.stateWrites);
   }
 
   get watchCount(): number {

@@ -13,6 +13,7 @@ import type { Logger } from '../log';
 import type { Alert } from './alert';
 import { Coalescer, type AlertContext, type SavedAlertState } from './coalescer';
 import { StateFile } from '../state/state-file';
+import type { StateWriteHealth } from '../state/write-health';
 import { Delivery, type DeliveryOutcome } from './delivery';
 import { NameResolver } from './names';
 import { Outbox } from './outbox';
@@ -52,6 +53,8 @@ export interface PipelineOptions {
   onOutcome?: (sink: string, outcome: DeliveryOutcome) => void;
   /** Each message as it is enqueued (metrics, tests). */
   onAlert?: (a: Alert) => void;
+  /** Failed saves of alert-state.json are counted and shown here. */
+  stateWrites?: StateWriteHealth;
 }
 
 /**
@@ -228,9 +231,12 @@ export class AlertPipeline {
     if (this.saveTimer) clearTimeout(this.saveTimer);
     this.saveTimer = undefined;
     try {
-      this.stateFile?.write({ alerts: this.coalescer.snapshot() });
+      if (!this.stateFile) return;
+      this.stateFile.write({ alerts: this.coalescer.snapshot() });
+      this.o.stateWrites?.saved(this.stateFile.file);
     } catch (err) {
-      this.o.log.warn({ err: (err as Error).message }, 'cannot save alert states: a restart would start them afresh');
+      if (this.o.stateWrites && this.stateFile) this.o.stateWrites.failed(this.stateFile.file, err);
+      else this.o.log.warn({ err: (err as Error).message }, 'cannot save alert states: a restart would start them afresh');
     }
   }
 

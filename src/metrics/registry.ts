@@ -177,6 +177,7 @@ export interface DaemonMetrics {
   outboxDepth: Gauge;
   outboxDroppedTotal: Counter;
   outboxWriteFailuresTotal: Counter;
+  stateWriteFailuresTotal: Counter<'file'>;
   sourceUp: Gauge<'source'>;
   kmsgRestartsTotal: Counter;
   watchFailuresTotal: Counter<'code'>;
@@ -272,6 +273,7 @@ export function createMetrics(source: MetricsSource, opts: CreateMetricsOptions 
     outboxDepth: new Gauge({ name: `${P}outbox_depth`, help: 'Alerts waiting in the outbox.', registers }),
     outboxDroppedTotal: new Counter({ name: `${P}outbox_dropped_total`, help: 'Alerts dropped because the outbox was full.', registers }),
     outboxWriteFailuresTotal: new Counter({ name: `${P}outbox_write_failures_total`, help: 'Outbox writes the state directory refused (ENOSPC, EROFS, EIO); those alerts are delivered from memory.', registers }),
+    stateWriteFailuresTotal: new Counter({ name: `${P}state_write_failures_total`, help: 'Saves of a state file (alert-state.json, written-pids-max.json) the state directory refused (ENOSPC, EROFS, EIO), by file; its data stays in memory, a restart would lose what changed.', labelNames: ['file'], registers }),
     sourceUp: new Gauge({ name: `${P}source_up`, help: 'Whether each detection source (kmsg, inotify, sweep) is doing its job: 1 up, 0 down or degraded.', labelNames: ['source'], registers }),
     kmsgRestartsTotal: new Counter({ name: `${P}kmsg_restarts_total`, help: 'Times the /dev/kmsg reader was started again after it died.', registers }),
     watchFailuresTotal: new Counter({ name: `${P}watch_failures_total`, help: 'inotify watches refused (ENOSPC: fs.inotify.max_user_watches reached; EMFILE; EACCES), by errno code. What is not watched is rescanned and swept.', labelNames: ['code'], registers }),

@@ -1,4 +1,5 @@
 import { NewerFormatError, StateFile } from '../state/state-file';
+import type { StateWriteHealth } from '../state/write-health';
 
 /** Version 1 was a bare `{ "<cgroup>": value }` object; 2 puts it under `written`. */
 const FORMAT = 2;
@@ -21,7 +22,12 @@ export class WrittenStore extends Map<string, number> {
   private timer?: NodeJS.Timeout;
   private readonly store: StateFile<{ written: Record<string, number> }>;
 
-  constructor(stateDir: string, private readonly onError: (message: string) => void = () => {}) {
+  constructor(
+    stateDir: string,
+    private readonly onError: (message: string) => void = () => {},
+    /** Where failed saves are counted (the daemon); without it, onError tells them. */
+    private readonly writes?: StateWriteHealth,
+  ) {
     super();
     this.store = new StateFile(stateDir, 'written-pids-max.json', FORMAT, migrate);
     try {
@@ -58,8 +64,10 @@ export class WrittenStore extends Map<string, number> {
     this.timer = undefined;
     try {
       this.store.write({ written: Object.fromEntries(this) });
+      this.writes?.saved(this.file);
     } catch (err) {
-      this.onError(`cannot save ${this.file}: ${(err as Error).message}`);
+      if (this.writes) this.writes.failed(this.file, err);
+      else this.onError(`cannot save ${this.file}: ${(err as Error).message}`);
     }
   }
 }
