@@ -399,7 +399,7 @@ test('kill -9 while an alert fires, then restart: the alert goes on from its seq
   assert.equal(hook.received.filter((x) => x.alert?.fingerprint === f1.alert.fingerprint && x.alert.sequence === 1).length, 1);
 });
 
-test('the state dir full (a small tmpfs) or read-only: alerts are still delivered, from memory; the failure is counted and /healthz says degraded', async (t) => {
+test('the state dir full (a small tmpfs) or read-only: alerts are still delivered, from memory; the failures (outbox, alert-state.json, written-pids-max.json) are counted and /healthz says degraded naming them', async (t) => {
   ready();
   const root = testRoot(t);
   const a = `${root}/docker/${hex64()}`;
@@ -422,6 +422,12 @@ test('the state dir full (a small tmpfs) or read-only: alerts are still delivere
   assert.equal(gotA.hmacOk, true);
   const logged = await d.waitForLog((l) => l.msg?.startsWith('the alert outbox cannot write to the state directory') === true, 5000);
   assert.equal(logged.code, 'ENOSPC');
+  // A container found now: the pids.max we write cannot be saved in written-pids-max.json.
+  const c = `${root}/docker/${hex64()}`;
+  makeContainer(c);
+  assert.notEqual(await waitPidsMax(c, '20', 5000), null);
+  const unsaved = await d.waitForLog((l) => l.msg?.startsWith('cannot save a state file') === true && l.file === 'written-pids-max.json', 5000);
+  assert.equal(unsaved.code, 'ENOSPC');
 
   // Read-only now (EROFS).
   assert.equal(spawnSync('mount', ['-o', 'remount,ro', mnt]).status, 0);
@@ -434,10 +440,17 @@ test('the state dir full (a small tmpfs) or read-only: alerts are still delivere
   assert.equal(health.ok, true);
   assert.equal(health.status, 'degraded');
   assert.match(health.degraded?.join(' ') ?? '', /alert outbox cannot write to disk \(EROFS/);
+  assert.ok(health.degraded?.some((g) => /^state file alert-state\.json cannot be written \(EROFS\)/.test(g)), JSON.stringify(health.degraded));
+  assert.ok(health.degraded?.some((g) => /^state file written-pids-max\.json cannot be written \(ENOSPC\)/.test(g)), JSON.stringify(health.degraded));
   const metrics = await (await fetch(`http://${cfg.metrics.listen}/metrics`)).text();
   const failures = Number(/^cgwatchdog_outbox_write_failures_total (\d+)$/m.exec(metrics)?.[1]);
   assert.ok(failures >= 2, `write failures counted: ${failures}`);
+  const stateFailures = (file: string): number => Number(new RegExp(`^cgwatchdog_state_write_failures_total\\{file="${file.replace('.', '\\.')}"\\} (\\d+)$`, 'm').exec(metrics)?.[1]);
+  t.diagnostic(`state file saves refused: alert-state.json ${stateFailures('alert-state.json')}, written-pids-max.json ${stateFailures('written-pids-max.json')}`);
+  assert.ok(stateFailures('alert-state.json') >= 2, 'alert-state.json saves refused (full, then read-only)');
+  assert.ok(stateFailures('written-pids-max.json') >= 1);
   assert.equal(d.logs.filter((l) => l.msg?.startsWith('the alert outbox cannot write')).length, 1, 'logged once, not per alert');
+  assert.equal(d.logs.filter((l) => l.msg?.startsWith('cannot save a state file') && l.file === 'alert-state.json').length, 1, 'logged once, not per save');
   assert.equal(d.proc.exitCode, null);
 });
 
