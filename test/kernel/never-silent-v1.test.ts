@@ -434,6 +434,7 @@ test('the state dir full (a small tmpfs) or read-only: alerts are still delivere
   const bombB = spawnInCgroup(b, ['pids'], '/usr/bin/perl', BOMB);
   defer(t, () => bombB.kill('SIGKILL'));
   await hook.waitFor((x) => x.alert?.kind === 'pids-max' && x.alert.container.cgroupPath === b, 5000);
+  await new Promise((r) => setTimeout(r, 300)); // alert-state.json is saved within 100 ms of a message
 
   const health = await (await fetch(`http://${cfg.metrics.listen}/healthz`)).json() as { ok: boolean; status: string; degraded?: string[] };
   t.diagnostic(JSON.stringify(health));
