@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -132,22 +132,48 @@ function hasChildFile(cgroups: CgroupFs, controller: 'pids' | 'memory', file: st
   return false;
 }
 
-/** One fork past pids.max 1: a shell with a fixed script (nothing of a cgroup's name in it) runs /bin/true. */
+/**
+ * The probe's child: this Node binary with a fixed script and the cgroup.procs path as its only
+ * argument (no shell, nothing of a cgroup's name in a command). It writes its own pid into the
+ * probe cgroup before it does anything the probe measures, so the fork it tries or the memory it
+ * takes is charged there and nowhere else; exit code 3 says it could not join. A clean
+ * environment, so an operator's NODE_OPTIONS (a --require, a heap size) does not change it.
+ */
+function probeChild(script: string, dir: string): ChildProcess {
+  const join = "require('fs').writeFileSync(process.argv[1], String(process.pid));";
+  const child = spawn(process.execPath, ['-e', `try { ${join} } catch { process.exit(3); }\n${script}`, path.join(dir, 'cgroup.procs')], { stdio: 'ignore', env: {} });
+  child.on('error', () => undefined);
+  return child;
+}
+
+/** Waits for the child's exit code, or null after `ms` (the timer is cleared either way). */
+function exitOf(child: ChildProcess, ms: number): Promise<number | null> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(null), ms);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve(code ?? null);
+    });
+  });
+}
+
+/**
+ * One fork past pids.max 1. The child joins with all its threads already made (a move is never
+ * refused by pids.max; only a new task is), so its first spawn is the rejected fork, returned as
+ * EAGAIN, never an abort. Its exit is waited for: the rejection is counted before pids.events is read.
+ */
 async function probePids(dir: string, rel: string, kmsgPath: string): Promise<{ inotify: Signal; kmsg: Signal; why?: string }> {
   fs.writeFileSync(path.join(dir, 'pids.max'), '1');
   const eventsFile = path.join(dir, 'pids.events');
   let changedAt: number | undefined;
   const w = fs.watch(eventsFile, () => (changedAt ??= performance.now()));
   w.on('error', () => undefined);
+  const child = probeChild("require('child_process').spawnSync('/bin/true');", dir);
   try {
-    const sh = spawn('/bin/sh', ['-c', 'read go; /bin/true; exit 0'], { stdio: ['pipe', 'ignore', 'ignore'] });
-    const exited = new Promise<void>((r) => sh.once('exit', () => r()));
-    sh.on('error', () => undefined);
-    if (sh.pid === undefined) return { inotify: 'unknown', kmsg: 'unknown', why: 'pids: cannot start /bin/sh' };
-    fs.writeFileSync(path.join(dir, 'cgroup.procs'), String(sh.pid));
-    sh.stdin.end('go\n');
-    await Promise.race([exited, sleep(2000)]);
-    sh.kill('SIGKILL');
+    if (child.pid === undefined) return { inotify: 'unknown', kmsg: 'unknown', why: `pids: cannot start ${process.execPath}` };
+    // Node's start-up takes 50 ms here and seconds in user-mode Linux.
+    const code = await exitOf(child, 10_000);
+    if (code === 3) return { inotify: 'unknown', kmsg: 'unknown', why: 'pids: the probe child could not join the probe cgroup' };
     const rejectedAt = performance.now();
     const max = parsePidsEventsMax(fs.readFileSync(eventsFile, 'utf8'));
     if (max === 0) return { inotify: 'unknown', kmsg: 'unknown', why: 'pids: the probe fork was not rejected' };
@@ -156,11 +182,12 @@ async function probePids(dir: string, rel: string, kmsgPath: string): Promise<{ 
     const kmsg = kmsgHas(kmsgPath, `fork rejected by pids controller in ${rel}`);
     return { inotify, kmsg, ...(kmsg === 'unknown' ? { why: `pids: cannot read ${kmsgPath}` } : {}) };
   } finally {
+    child.kill('SIGKILL');
     w.close();
   }
 }
 
-/** memory.high at 1 MiB and a shell that grows a string: reclaim at high (counted in memory.events "high"), no OOM. */
+/** memory.high at 1 MiB and a child that keeps taking filled buffers: reclaim at high (counted in memory.events "high"), no OOM. */
 async function probeMemory(dir: string): Promise<{ inotify: Signal; why?: string }> {
   fs.writeFileSync(path.join(dir, 'pids.max'), 'max');
   fs.writeFileSync(path.join(dir, 'memory.high'), String(1 << 20));
@@ -169,26 +196,29 @@ async function probeMemory(dir: string): Promise<{ inotify: Signal; why?: string
   let changedAt: number | undefined;
   const w = fs.watch(eventsFile, () => (changedAt ??= performance.now()));
   w.on('error', () => undefined);
-  const sh = spawn('/bin/sh', ['-c', 'read go; a=0123456789abcdef; while :; do a="$a$a"; done'], { stdio: ['pipe', 'ignore', 'ignore'] });
-  sh.on('error', () => undefined);
+  // Memory charged before the move stays with the old cgroup (v2 moves no charges): only what
+  // the child takes after joining counts, and Buffer.alloc's fill touches every page of it.
+  const child = probeChild('const keep = []; for (;;) keep.push(Buffer.alloc(1 << 16, 1));', dir);
+  let code: number | null = null;
+  child.once('exit', (c) => (code = c));
   try {
-    if (sh.pid === undefined) return { inotify: 'unknown', why: 'memory: cannot start /bin/sh' };
-    fs.writeFileSync(path.join(dir, 'cgroup.procs'), String(sh.pid));
-    sh.stdin.end('go\n');
-    const end = performance.now() + 3000;
+    if (child.pid === undefined) return { inotify: 'unknown', why: `memory: cannot start ${process.execPath}` };
+    // The 5 s include Node's start-up (seconds in user-mode Linux).
+    const end = performance.now() + 5000;
     let breachedAt: number | undefined;
     while (performance.now() < end) {
       if (high() > 0) {
         breachedAt = performance.now();
         break;
       }
+      if (code === 3) return { inotify: 'unknown', why: 'memory: the probe child could not join the probe cgroup' };
       await sleep(2);
     }
-    if (breachedAt === undefined) return { inotify: 'unknown', why: 'memory: memory.high was not breached within 3 s' };
+    if (breachedAt === undefined) return { inotify: 'unknown', why: 'memory: memory.high was not breached within 5 s' };
     while (changedAt === undefined && performance.now() - breachedAt < WITHIN_MS) await sleep(5);
     return { inotify: changedAt !== undefined ? 'yes' : 'no' };
   } finally {
-    sh.kill('SIGKILL');
+    child.kill('SIGKILL');
     w.close();
   }
 }

@@ -61,6 +61,12 @@ export interface StartDaemonOptions {
   configPath?: string;
   /** Copy every log line to stderr (debugging). */
   echo?: boolean;
+  /**
+   * Run the daemon under this program (argv, the daemon's argv appended), e.g. strace -f. Its
+   * signals (stop, kill9) go to the daemon, the tracer's only child: strace detaches on SIGTERM
+   * and would leave the daemon running.
+   */
+  tracer?: string[];
 }
 
 export interface DaemonHandle {
@@ -207,7 +213,22 @@ export function startDaemon(config: unknown, opts: StartDaemonOptions = {}): Dae
   if (opts.uid !== undefined) spawnOpts.uid = opts.uid;
   if (opts.gid !== undefined) spawnOpts.gid = opts.gid;
   const cli = opts.uid === undefined ? CLI : cliReadableByAll();
-  const proc = spawn(process.execPath, [...productionNodeFlags(), cli, 'run', '--config', configPath], spawnOpts);
+  const argv = [process.execPath, ...productionNodeFlags(), cli, 'run', '--config', configPath];
+  const [file, ...args] = [...(opts.tracer ?? []), ...argv] as [string, ...string[]];
+  const proc = spawn(file, args, spawnOpts);
+  const signal = (sig: NodeJS.Signals): void => {
+    if (!opts.tracer) {
+      proc.kill(sig);
+      return;
+    }
+    try {
+      const traced = fs.readFileSync(`/proc/${proc.pid}/task/${proc.pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
+      for (const pid of traced) process.kill(Number(pid), sig);
+      if (traced.length === 0) proc.kill(sig);
+    } catch {
+      proc.kill(sig);
+    }
+  };
 
   const lines = jsonLines((raw) => {
     if (opts.echo) process.stderr.write(`[daemon ${proc.pid}] ${raw}\n`);
@@ -241,9 +262,9 @@ export function startDaemon(config: unknown, opts: StartDaemonOptions = {}): Dae
   const stop = (graceMs = 5000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> => {
     stopping ??= (async () => {
       if (isAlive()) {
-        proc.kill('SIGTERM');
+        signal('SIGTERM');
         const timer = setTimeout(() => {
-          if (isAlive()) proc.kill('SIGKILL');
+          if (isAlive()) signal('SIGKILL');
         }, graceMs);
         const r = await exited;
         clearTimeout(timer);
@@ -257,7 +278,7 @@ export function startDaemon(config: unknown, opts: StartDaemonOptions = {}): Dae
     return stopping;
   };
   const kill9 = async (): Promise<{ code: number | null; signal: NodeJS.Signals | null }> => {
-    if (isAlive()) proc.kill('SIGKILL');
+    if (isAlive()) signal('SIGKILL');
     return exited;
   };
   opts.t?.after(() => stop());

@@ -26,6 +26,7 @@ needs=(
   "util-linux:setpriv, to run the daemon as another user"
   "gcc:the native hook client (npm run build, dist/native/cgwatchdog-hook) and the C floor reader the tests compare with"
   "libc6-dev:headers and the static libc for the native hook client and the C floor reader"
+  "strace:every program the daemon's process tree runs at start (test/kernel/capabilities: no shell)"
   "patchelf:gives the newer user-mode Linux kernels of the test matrix their own glibc"
 )
 
