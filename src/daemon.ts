@@ -11,6 +11,7 @@ import { setupHost, type HostSetup } from './host-setup';
 import { hostPidsReport } from './kernel/host-report';
 import { raisePidMax } from './kernel/sysctl';
 import { inotifyFor, probeCapabilities, signalValue, type KernelCapabilities } from './kernel/capabilities';
+import { checkSinkNames } from './alerts/delivery';
 import type { Logger } from './log';
 import { buildRecognisers } from './runtimes/index';
 import { serveMetrics } from './metrics/daemon-metrics';
@@ -222,6 +223,8 @@ export class Daemon {
     try {
       next = loadConfig(this.configFile);
       checkSecrets(next, `config ${this.configFile}`);
+      // The schema refuses these with the key named; checked again here, where it matters: everything is checked before anything is changed.
+      checkSinkNames(next.alerts.sinks);
       // Read again even when the path is the same: a reload is how a renewed certificate or a changed user list is taken in.
       nextWeb = loadWebConfig(next, `config ${this.configFile}`);
     } catch (err) {
@@ -236,6 +239,20 @@ export class Daemon {
       return false;
     }
     this.log.info({ configFile: this.configFile }, 'reloading');
+    try {
+      await this.applyChecked(parts, prev, next, nextIdentity, nextWeb);
+    } catch (err) {
+      // Past the checks only the host can fail (a metrics port taken, a pid_max write refused):
+      // said here, with what was applied, never an unhandled rejection.
+      this.log.error({ err: (err as Error).message }, 'reload failed while applying: the parts before the failure run the new config');
+      return false;
+    }
+    return true;
+  }
+
+  /** A reload's changes, once every check has passed. */
+  private async applyChecked(parts: Parts, prev: Config, next: Config, nextIdentity: ReturnType<typeof identityOf>, nextWeb: LoadedWebConfig | undefined): Promise<void> {
+    const same = (get: (c: Config) => unknown): boolean => JSON.stringify(get(prev)) === JSON.stringify(get(next));
     this.config = next;
     this.configIdentity = nextIdentity;
     if (!same((c) => [c.kernel, c.mode])) await this.raisePidMax();
@@ -257,7 +274,6 @@ export class Daemon {
     }
     await this.reconcile();
     this.log.info({ containers: parts.inventory.size, sinks: next.alerts.sinks.length, firing: parts.alerts.coalescer.size }, 'reloaded');
-    return true;
   }
 
   stop(): Promise<void> {

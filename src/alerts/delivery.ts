@@ -1,5 +1,4 @@
-import { createHash } from 'node:crypto';
-import type { SinkConfig } from '../config/schema';
+import { sinkName, type SinkConfig } from '../config/schema';
 import type { Logger } from '../log';
 import type { Alert } from './alert';
 import { severityAtLeast } from './coalescer';
@@ -26,12 +25,20 @@ export interface SinkStats {
   lastDeliveredAt?: number;
 }
 
+export { sinkName };
+
 /**
- * The name a sink's outbox directory and metrics use. Without a configured name: type plus a
- * hash of the URL (a Slack webhook URL is a secret; it never appears in names or logs).
+ * Throws for two sinks of one name or the reserved name, before anything is changed. The
+ * config schema refuses both with the key named; this guards a list made in code.
  */
-export function sinkName(cfg: SinkConfig): string {
-  return cfg.name ?? `${cfg.type}-${createHash('sha256').update(cfg.url).digest('hex').slice(0, 8)}`;
+export function checkSinkNames(sinks: readonly SinkConfig[]): void {
+  const names = new Set<string>();
+  for (const cfg of sinks) {
+    const n = sinkName(cfg);
+    if (names.has(n)) throw new Error(`two sinks are named "${n}"; give each a distinct name`);
+    sinkDirName(n); // throws for the reserved name
+    names.add(n);
+  }
 }
 
 export function createSink(cfg: SinkConfig): Sink {
@@ -115,13 +122,7 @@ export class Delivery {
     this.random = opts.random ?? Math.random;
     this.make = opts.createSink ?? createSink;
     this.configs = opts.sinks;
-    const names = new Set<string>();
-    for (const cfg of opts.sinks) {
-      const n = sinkName(cfg);
-      if (names.has(n)) throw new Error(`two sinks are named "${n}"; give each a distinct name`);
-      sinkDirName(n); // throws for the reserved name
-      names.add(n);
-    }
+    checkSinkNames(opts.sinks);
   }
 
   start(): void {
@@ -191,8 +192,8 @@ export class Delivery {
    * start. Returns the names of the sinks that were added.
    */
   async reload(sinks: SinkConfig[]): Promise<string[]> {
+    checkSinkNames(sinks);
     const next = new Map(sinks.map((c) => [sinkName(c), c]));
-    if (next.size !== sinks.length) throw new Error('two sinks share a name; give each a distinct name');
     const before = new Set(this.configs.map(sinkName));
     const stopping: Promise<void>[] = [];
     for (const [name, w] of this.workers) {

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 
 // One definition of the configuration: the YAML is validated against this schema and the
@@ -76,6 +77,35 @@ export const SinkConfig = z.discriminatedUnion('type', [
     .strict(),
 ]);
 export type SinkConfig = z.infer<typeof SinkConfig>;
+
+/** The outbox's own directory beside the sinks' (entries it could not read): no sink may take its name. */
+export const RESERVED_SINK_NAME = 'corrupt';
+
+/**
+ * The name a sink's outbox directory and metrics use. Without a configured name: type plus a
+ * hash of the URL (a Slack webhook URL is a secret; it never appears in names or logs).
+ */
+export function sinkName(cfg: Pick<SinkConfig, 'name' | 'type' | 'url'>): string {
+  return cfg.name ?? `${cfg.type}-${createHash('sha256').update(cfg.url).digest('hex').slice(0, 8)}`;
+}
+
+/**
+ * Two sinks with one name would share an outbox directory and a metrics series: refused here,
+ * so a reload with them is refused before anything of it is applied. The issue names the key
+ * (`name`, or `url` for two unnamed sinks of one type and URL; its value is never shown).
+ */
+const sinkList = z.array(SinkConfig).superRefine((sinks, ctx) => {
+  const first = new Map<string, number>();
+  sinks.forEach((s, i) => {
+    const n = sinkName(s);
+    const key = s.name !== undefined ? 'name' : 'url';
+    if (n === RESERVED_SINK_NAME) ctx.addIssue({ code: 'custom', path: [i, key], message: `sink name "${n}" is reserved by the outbox (its directory of unreadable entries): choose another name` });
+    const j = first.get(n);
+    if (j === undefined) first.set(n, i);
+    else if (s.name !== undefined) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `alerts.sinks[${j}] has this name too: give each sink a distinct name` });
+    else ctx.addIssue({ code: 'custom', path: [i, 'url'], message: `alerts.sinks[${j}] has the same type and URL, or a name equal to this one's default "${n}": give each sink a distinct name` });
+  });
+});
 
 const override = z
   .object({
@@ -193,7 +223,7 @@ export const ConfigSchema = z
           })
           .strict()
           .prefault({}),
-        sinks: z.array(SinkConfig).default([]),
+        sinks: sinkList.default([]),
       })
       .strict()
       .prefault({}),

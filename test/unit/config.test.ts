@@ -96,3 +96,17 @@ test('the daemon\'s secret check: a missing secret file or an unset variable is 
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('two sinks of one name, two unnamed sinks of one type and URL, or the reserved name: refused, naming the key', () => {
+  const named = errorOf({ alerts: { sinks: [{ type: 'webhook', name: 'ops', url: 'http://a.example/x' }, { type: 'slack', name: 'ops', url: 'https://hooks.example/T0/s3cr3t' }] } });
+  assert.match(named, /alerts\.sinks\[1\]\.name is "ops": alerts\.sinks\[0\] has this name too: give each sink a distinct name/);
+  assert.doesNotMatch(named, /s3cr3t/);
+  const unnamed = errorOf({ alerts: { sinks: [{ type: 'slack', url: 'https://hooks.example/T0/s3cr3t' }, { type: 'slack', url: 'https://hooks.example/T0/s3cr3t', minSeverity: 'critical' }] } });
+  assert.match(unnamed, /alerts\.sinks\[1\]\.url is \(value not shown\): alerts\.sinks\[0\] has the same type and URL/);
+  assert.doesNotMatch(unnamed, /s3cr3t/);
+  assert.equal(unnamed.split('alerts.sinks[1].url').length - 1, 1, `said more than once: ${unnamed}`);
+  assert.match(errorOf({ alerts: { sinks: [{ type: 'webhook', name: 'corrupt', url: 'http://a.example/x' }] } }), /alerts\.sinks\[0\]\.name is "corrupt": sink name "corrupt" is reserved by the outbox/);
+  // One URL under two types, or under two names, is two sinks.
+  assert.doesNotThrow(() => validateConfig({ alerts: { sinks: [{ type: 'webhook', url: 'http://a.example/x' }, { type: 'alertmanager', url: 'http://a.example/x' }] } }));
+  assert.doesNotThrow(() => validateConfig({ alerts: { sinks: [{ type: 'webhook', name: 'a', url: 'http://a.example/x' }, { type: 'webhook', name: 'b', url: 'http://a.example/x' }] } }));
+});
