@@ -163,6 +163,36 @@ test('a sink whose HMAC secret file does not exist stops the daemon at start, an
   assert.equal(d2.proc.exitCode, null);
 });
 
+test('a reload with two sinks of one name is refused whole: the running config keeps sending, the new sinks get nothing', async (t) => {
+  ready();
+  const root = testRoot(t);
+  const rel = `${root}/docker/${hex64()}`;
+  makeContainer(rel);
+  const a = await receiver(t);
+  const b = await startWebhookReceiver({ hmacSecret: a.env[HMAC_ENV] });
+  defer(t, () => b.close());
+  const base = await config(root, stateDir(t), { policy: { overrides: [{ pathPattern: `^${root}/docker/`, pidsMax: 20 }] } });
+  const d = await daemon(t, merge(base, { alerts: { sinks: [webhookSink(a.hook.url)] } }), { env: a.env });
+  assert.notEqual(await waitPidsMax(rel, '20', 5000), null);
+  // Before the fix the engine and coalescer took the new config, then the sink list threw:
+  // half applied, and an unhandled rejection in the log.
+  d.writeConfig(merge(base, { policy: { overrides: [{ pathPattern: `^${root}/docker/`, pidsMax: 30 }] }, alerts: { repeatIntervalSeconds: 1, sinks: [{ ...webhookSink(b.url), name: 'dup' }, { ...webhookSink(`${b.url}/other`), name: 'dup' }] } }));
+  d.proc.kill('SIGHUP');
+  const refused = await d.waitForLog((l) => l.msg === 'reload failed: keeping the running config', 5000);
+  assert.match(refused.err, /alerts\.sinks\[1\]\.name is "dup": alerts\.sinks\[0\] has this name too/);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(d.logs.filter((l) => l.msg === 'reloading' || /unhandled/i.test(l.msg ?? '')).length, 0, 'nothing of the refused file was applied');
+  assert.equal(readPidsMax(rel), '20', 'the policy is the running one');
+  const bomb = spawnInCgroup(rel, ['pids'], '/usr/bin/perl', BOMB);
+  defer(t, () => bomb.kill('SIGKILL'));
+  const fired = await a.hook.waitFor((x) => x.alert?.kind === 'pids-max', 5000);
+  assert.equal(fired.hmacOk, true);
+  bomb.kill('SIGKILL');
+  await removeTasks(rel);
+  assert.equal(b.received.length, 0, 'the refused sinks received nothing');
+  assert.equal(d.proc.exitCode, null);
+});
+
 test('first, do no harm: a container already running more tasks than its policy value is not capped below them; it is reported, then limited once it shrinks', async (t) => {
   ready();
   const root = testRoot(t);
@@ -251,7 +281,9 @@ test('SIGHUP while an alert fires: the new sink gets it, the resolution arrives 
   const resolved = await b.waitFor((x) => x.alert?.fingerprint === fired.alert.fingerprint && x.alert.state === 'resolved', 10_000);
   const seqs = b.received.filter((x) => x.alert?.fingerprint === fired.alert.fingerprint).map((x) => x.alert.sequence);
   t.diagnostic(`sequences at the new sink: ${seqs.join(', ')}; at the old one: ${a.hook.received.map((x) => x.alert.sequence).join(', ')}`);
-  assert.equal(resolved.alert.sequence, Math.max(...seqs), 'the resolution carries the next sequence number');
+  const lastOpen = Math.max(...b.received.filter((x) => x.alert?.fingerprint === fired.alert.fingerprint && x.alert.state !== 'resolved').map((x) => x.alert.sequence));
+  assert.equal(resolved.alert.sequence, lastOpen + 1, 'the resolution carries the sequence after the last firing or update, at the new URL');
+  assert.equal(resolved.alert.sequence, Math.max(...seqs), 'nothing came after the resolution');
   assert.deepEqual(seqs, [...seqs].sort((x, y) => x - y), 'sequences only grow');
   assert.equal(new Set(seqs).size, seqs.length);
   const mine = (x: { alert?: { fingerprint?: string; sequence?: number } }): boolean => x.alert?.fingerprint === fired.alert.fingerprint && x.alert?.sequence === 1;
