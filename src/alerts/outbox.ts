@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { RESERVED_SINK_NAME } from '../config/schema';
 import type { Logger } from '../log';
 import type { Alert } from './alert';
 
@@ -40,7 +41,7 @@ export interface OutboxOptions {
 /** An update can go; the first firing of an alert and its resolution are what a consumer needs. */
 const expendable = (e: OutboxEntry): boolean => e.alert.state === 'firing' && e.alert.sequence > 1;
 
-const CORRUPT_DIR = 'corrupt';
+const CORRUPT_DIR = RESERVED_SINK_NAME;
 const SEQ_WIDTH = 16;
 const ENTRY_RE = /^(\d{16})\.json$/;
 
@@ -364,7 +365,7 @@ export class Outbox extends EventEmitter {
     return this.queues.get(sink)?.length ?? 0;
   }
 
-  /** Entries dropped because the outbox was full, for one sink or all (since start). */
+  /** Entries dropped undelivered (the outbox full, or their sink removed by a reload), for one sink or all (since start). */
   dropped(sink?: string): number {
     if (sink !== undefined) return this.droppedBySink.get(sink) ?? 0;
     let n = 0;

@@ -271,7 +271,7 @@ export function createMetrics(source: MetricsSource, opts: CreateMetricsOptions 
     }),
     alertsTotal: new Counter({ name: `${P}alerts_total`, help: 'Alert deliveries by sink and outcome.', labelNames: ['sink', 'outcome'], registers }),
     outboxDepth: new Gauge({ name: `${P}outbox_depth`, help: 'Alerts waiting in the outbox.', registers }),
-    outboxDroppedTotal: new Counter({ name: `${P}outbox_dropped_total`, help: 'Alerts dropped because the outbox was full.', registers }),
+    outboxDroppedTotal: new Counter({ name: `${P}outbox_dropped_total`, help: 'Outbox entries dropped undelivered: the oldest when the outbox was full, or the waiting entries of a sink a reload removed (entries past their TTL are cgwatchdog_alerts_total{outcome="expired"}).', registers }),
     outboxWriteFailuresTotal: new Counter({ name: `${P}outbox_write_failures_total`, help: 'Outbox writes the state directory refused (ENOSPC, EROFS, EIO); those alerts are delivered from memory.', registers }),
     stateWriteFailuresTotal: new Counter({ name: `${P}state_write_failures_total`, help: 'Saves of a state file (alert-state.json, written-pids-max.json) the state directory refused (ENOSPC, EROFS, EIO), by file; its data stays in memory, a restart would lose what changed.', labelNames: ['file'], registers }),
     sourceUp: new Gauge({ name: `${P}source_up`, help: 'Whether each detection source (kmsg, inotify, sweep) is doing its job: 1 up, 0 down or degraded.', labelNames: ['source'], registers }),
