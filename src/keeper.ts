@@ -354,7 +354,8 @@ export class ContainerKeeper {
     );
     // A runtime write between our first write and this watch would otherwise wait for the timer.
     void this.applyNow(c, 'settle');
-    const started = Date.now();
+    // Monotonic: the settle cap is a duration (a clock step must not cut or stretch it).
+    const started = performance.now();
     const end = (): void => {
       for (const w of watches) if (typeof w === 'object') w.close();
       for (const f of files) watchHealth.settled(f);
@@ -368,7 +369,7 @@ export class ContainerKeeper {
         this.settleTimers.delete(t);
         if (!current()) return end();
         void this.runtimeStillStarting(c).then((starting) => {
-          if (starting && current() && Date.now() - started + SETTLE_MS <= SETTLE_CAP_MS) wait();
+          if (starting && current() && performance.now() - started + SETTLE_MS <= SETTLE_CAP_MS) wait();
           else end();
         });
       }, SETTLE_MS);

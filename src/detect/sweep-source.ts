@@ -8,7 +8,8 @@ export class SweepSource {
   static readonly FULL_EVERY = 10;
   sweeps = 0;
   lastMs = 0;
-  private lastAt = 0;
+  /** When the last sweep ended, on the monotonic clock (an NTP step must not make it look stalled or fresh); undefined before the first. */
+  private lastAt: number | undefined;
   private timer?: NodeJS.Timeout;
   private busy = false;
 
@@ -18,6 +19,8 @@ export class SweepSource {
     private readonly run: (full: boolean) => Promise<void>,
     /** After each sweep, with its duration in seconds. */
     private readonly done: (seconds: number) => void,
+    /** Monotonic ms (tests pass their own). */
+    private readonly now: () => number = () => performance.now(),
   ) {}
 
   start(): void {
@@ -41,11 +44,12 @@ export class SweepSource {
 
   /** Not run for five intervals and five seconds more: the event loop or a read is stuck. */
   stalled(): boolean {
-    return this.lastAt !== 0 && Date.now() - this.lastAt > this.intervalMs * 5 + 5000;
+    return this.lastAt !== undefined && this.now() - this.lastAt > this.intervalMs * 5 + 5000;
   }
 
-  get msSinceLast(): number {
-    return Date.now() - this.lastAt;
+  /** Ms since the last sweep ended; null before the first. */
+  get msSinceLast(): number | null {
+    return this.lastAt === undefined ? null : Math.round(this.now() - this.lastAt);
   }
 
   async sweep(): Promise<void> {
@@ -58,7 +62,7 @@ export class SweepSource {
       this.busy = false;
       this.sweeps++;
       this.lastMs = Number(process.hrtime.bigint() - t0) / 1e6;
-      this.lastAt = Date.now();
+      this.lastAt = this.now();
       this.done(this.lastMs / 1000);
     }
   }

@@ -56,6 +56,6 @@ export interface ContainerRecord extends Container {
   hits: Hits;
   /** The last limit event counted in `hits` (kind, ms since epoch): what `cgwatchdog status` shows. */
   lastEvent?: { kind: string; at: number };
-  /** Set when the container is gone (ms since epoch); the record stays DEPARTED_MS more. */
+  /** Set when the container is gone (monotonic ms, performance.now(): the grace is a duration, an NTP step must not end or stretch it); the record stays DEPARTED_MS more. */
   removedAt?: number;
 }

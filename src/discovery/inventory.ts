@@ -115,10 +115,10 @@ export class Inventory extends EventEmitter {
       if (n > 0) this.pods.set(c.podPath, n);
       else this.pods.delete(c.podPath);
     }
-    c.removedAt = Date.now();
+    c.removedAt = performance.now();
     const expire = (): void => {
       const h = c.hits;
-      const left = DEPARTED_MS - (Date.now() - c.removedAt!);
+      const left = DEPARTED_MS - (performance.now() - c.removedAt!);
       if (left > 0 && h.pidsLimitHits + h.oomEvents + h.oomKills + h.memoryMaxEvents > 0) {
         const t = setTimeout(expire, left);
         t.unref();
