@@ -1,13 +1,17 @@
 /**
  * The production install, for real: systemd as PID 1 on cgroup v2 in user-mode Linux (the newest
  * kernel of the matrix). The tarball `npm pack` makes here is installed inside with
- * `npm install -g --offline` (registry unreachable), `cgwatchdog install-service` writes and
- * starts the unit, and the daemon, under the unit's own sandbox, raises kernel.pid_max, writes
- * pids.max of podman's machine.slice/libpod-<id>.scope, reads /dev/kmsg, and delivers a fork
- * bomb and an OOM kill to a webhook; `systemctl reload` during a firing alert keeps it one
- * alert; `systemctl stop` is clean; the journal has the daemon's fields; and after a
- * `systemctl daemon-reload` (systemd re-applies the scope's TasksMax) the policy value comes
- * back. test/uml/scripts/systemd-service.ts does the work inside.
+ * `npm install -g --offline` (registry unreachable), `cgwatchdog install-service` writes the
+ * commented default config, offers the OCI hooks (podman is there) and starts the unit; the
+ * operator adds a webhook sink, `systemctl reload`s and sends `cgwatchdog test-alert`. The
+ * daemon, under the unit's own sandbox (systemd-analyze security of the loaded unit: <= 2.9),
+ * raises kernel.pid_max, writes pids.max of podman's machine.slice/libpod-<id>.scope, reads
+ * /dev/kmsg, and delivers a fork bomb and an OOM kill to the webhook; `cgwatchdog status`
+ * (text, --json, --watch --json) shows the bombed container first at its limit, then the OOM
+ * kill; `systemctl reload` during a firing alert keeps it one alert; `systemctl stop` is
+ * clean; the journal has the daemon's fields and no warning but the alerts; and after a
+ * `systemctl daemon-reload` (systemd re-applies the scope's TasksMax) the policy value is back
+ * within a second. test/uml/scripts/systemd-service.ts does the work inside.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -23,8 +27,18 @@ type Rec = Record<string, any>;
 // dist/test/uml -> repository root
 const ROOT = path.resolve(__dirname, '../../..');
 const sid = UML_KERNELS[UML_KERNELS.length - 1]!;
-/** The team lead's target for the daemon's repair of a daemon-reload (see the README). */
-const RESTORE_MAX_MS = 1500;
+/** The issue's "within a second" for the daemon's repair of a daemon-reload (see the README). */
+const RESTORE_MAX_MS = 1000;
+/** The exposure the package's unit is measured at offline (test/unit/systemd-unit.test.ts). */
+const MAX_EXPOSURE = 2.9;
+/**
+ * Warnings and errors the daemon may log here besides its alerts. One, OPEN (a defect, not an
+ * accepted behaviour): the kmsg reader's `cat` ended once with nothing on stderr (killed by a
+ * signal), most likely systemd's SIGTERM to the whole control group at `systemctl stop`
+ * (KillMode=control-group) reaching the child before the daemon stopped its reader. To be fixed
+ * (KillMode=mixed, or no restart once stopping) and then removed from here.
+ */
+const ALLOWED_WARNINGS: RegExp[] = [/^kmsg reader child ended: following the kernel log again$/];
 
 test(`npm install -g --offline + cgwatchdog install-service under systemd as PID 1 [${sid.suite}]: the daemon in its sandbox, podman on machine.slice, alerts, reload, stop, journal, daemon-reload`, async (t) => {
   kernelReady(sid);
@@ -70,7 +84,14 @@ test(`npm install -g --offline + cgwatchdog install-service under systemd as PID
   t.diagnostic(`cgwatchdog install-service: ${i.installServiceMs} ms: ${i.installServiceOut.split('\n').join('; ')}`);
   if (i.installServiceErr) t.diagnostic(`install-service said: ${i.installServiceErr}`);
   assert.equal(i.installed, '/usr/local/lib/node_modules/cgwatchdog/dist/src/cli.js');
-  assert.match(i.installServiceOut, /kept the existing \/etc\/cgwatchdog\/config\.yaml/);
+  t.diagnostic(`config install-service wrote: ${JSON.stringify(i.config)}`);
+  assert.equal(i.config.before, false, 'no config before the install');
+  assert.match(i.installServiceOut, /^config: wrote \/etc\/cgwatchdog\/config\.yaml \(the defaults, commented\)/m);
+  assert.equal(i.config.mode, '600');
+  assert.match(i.config.firstLine, /^# Written by cgwatchdog install-service \S+; edit it, then: systemctl reload cgwatchdog$/);
+  assert.equal(i.config.noSinks, true, 'the defaults have no sink');
+  // Podman is on the node and no hooks were asked for: install-service says what --hooks gives.
+  assert.match(i.installServiceErr, /^cgwatchdog: warning: found podman(, \w+)*: --hooks podman also puts the policy in place before a new container's first process$/m);
   assert.match(i.installServiceOut, /^unit: wrote \/etc\/systemd\/system\/cgwatchdog\.service/m);
   assert.match(i.installServiceOut, /^systemctl daemon-reload: /m);
   assert.match(i.installServiceOut, /^systemctl enable --now: /m);
@@ -81,6 +102,7 @@ test(`npm install -g --offline + cgwatchdog install-service under systemd as PID
   t.diagnostic(`sandbox of the running daemon: CapEff ${v.sandbox.capEff}, CapBnd ${v.sandbox.capBnd}, NoNewPrivs ${v.sandbox.noNewPrivs}, Seccomp ${v.sandbox.seccomp}, own mount namespace ${v.sandbox.mountNs}`);
   t.diagnostic(`kernel.pid_max ${s.before.pidMax} at boot (systemd's 50-pid-max.conf), set to ${s.before.pidMaxSet}, then ${v.pidMax} (target ${v.pidMaxTarget}): ${JSON.stringify(v.pidMaxLine)}; /dev/kmsg open: ${v.kmsgOpen}; signals ${JSON.stringify(v.capabilities?.signals ?? v.capabilities)}`);
   if (v.problems.length) t.diagnostic(`warnings logged: ${JSON.stringify(v.problems)}`);
+  assert.deepEqual(v.problems, [], 'no warning at the start (a status or hook socket it cannot serve would be one)');
   assert.equal(v.unit.ActiveState, 'active');
   assert.equal(v.unit.FragmentPath, '/etc/systemd/system/cgwatchdog.service');
   assert.equal(v.cmdline, `${process.execPath} --max-semi-space-size=1 /usr/local/lib/node_modules/cgwatchdog/dist/src/cli.js run --config /etc/cgwatchdog/config.yaml`);
@@ -91,6 +113,23 @@ test(`npm install -g --offline + cgwatchdog install-service under systemd as PID
   assert.equal(v.pidMax, String(v.pidMaxTarget), 'the daemon raised kernel.pid_max from inside its sandbox');
   assert.equal(v.pidMaxLine?.msg, 'raised kernel.pid_max');
   assert.equal(v.kmsgOpen, true, 'the daemon has /dev/kmsg open');
+
+  // --- the operator's sink, reload and test alert ------------------------------------------------
+  const op = get('operator');
+  t.diagnostic(`webhook sink added to the config, systemctl reload (${op.reload.ms} ms), "reloaded" logged ${op.reloadedMs} ms after the edit: ${JSON.stringify(op.reloaded)}`);
+  t.diagnostic(`cgwatchdog test-alert: ${op.testAlert.ms} ms, received ${op.testReceived?.ms} ms after it began: ${op.testAlert.stdout.split('\n').join('; ')}`);
+  assert.equal(op.reload.status, 0, op.reload.stderr);
+  assert.equal(op.reloaded?.sinks, 1, 'the reloaded daemon has the sink');
+  assert.equal(op.configMode, '600', 'the edit kept the mode');
+  assert.equal(op.testAlert.status, 0, `${op.testAlert.stdout}\n${op.testAlert.stderr}`);
+  assert.equal(op.testReceived?.kind, 'test', 'the test alert reached the webhook');
+
+  // --- the loaded unit's exposure -----------------------------------------------------------------
+  const ex = get('exposure');
+  t.diagnostic(`systemd-analyze security cgwatchdog.service (the loaded unit, online): ${ex.score} ${ex.verdict} (${ex.ms} ms; threshold ${MAX_EXPOSURE})`);
+  assert.equal(ex.status, 0, `${ex.stderr}\n${ex.tail.join('\n')}`);
+  assert.ok(ex.score !== null, `no overall exposure in: ${ex.tail.join('\n')}`);
+  assert.ok(ex.score <= MAX_EXPOSURE, `exposure ${ex.score} > ${MAX_EXPOSURE}`);
 
   // --- the policy, written by the daemon into systemd's scope ------------------------------------
   const p = get('policy');
@@ -107,7 +146,7 @@ test(`npm install -g --offline + cgwatchdog install-service under systemd as PID
   // The daemon's part: from systemd's write (pids.max first seen at the scope's TasksMax by a
   // 1 ms poll) to the policy value back. systemctl daemon-reload itself takes seconds here
   // (systemd re-reads every unit; UML syscalls are slow), before systemd writes anything.
-  t.diagnostic(`policy value back ${dr.repairMs} ms after systemd re-applied TasksMax (systemd wrote at ${dr.systemdWriteMs} ms, the value was back at ${dr.restoredMs} ms, the daemon's write logged at ${dr.writeMs} ms, systemctl daemon-reload returned at ${dr.reloadMs} ms, all from the reload's start; target <= ${RESTORE_MAX_MS} ms; the reconcile here runs every ${dr.reconcileEverySeconds} s)`);
+  t.diagnostic(`policy value back ${dr.repairMs} ms after systemd re-applied TasksMax (systemd wrote at ${dr.systemdWriteMs} ms, the value was back at ${dr.restoredMs} ms, the daemon's write logged at ${dr.writeMs} ms, systemctl daemon-reload returned at ${dr.reloadMs} ms, all from the reload's start; target <= ${RESTORE_MAX_MS} ms; the reconcile's schedule "${dr.reconcileSchedule}")`);
   assert.equal(dr.changed, true, `daemon-reload did not touch pids.max: ${JSON.stringify(dr.seen)}`);
   assert.ok(dr.writes.some((w: Rec) => w.old === Number(dr.scopeTasksMax) && w.new === 6144), `the daemon put 6144 back over systemd's ${dr.scopeTasksMax}: ${JSON.stringify(dr.writes)}`);
   // Should the daemon undo it between two polls, there is no systemd value to time from: the
@@ -122,6 +161,7 @@ test(`npm install -g --offline + cgwatchdog install-service under systemd as PID
   assert.ok(b.firing, 'a pids-max alert fired');
   t.diagnostic(b.firing.summary);
   assert.equal(b.firing.container.runtime, 'podman');
+  assert.equal(b.firing.container.name, 'cgwd-svc-bomb', 'named from containers/storage (the default names.containersStorage)');
   assert.equal(b.pidsMax, '20', 'keep-lower: the container\'s own limit stays');
   assert.equal(b.reload.status, 0, b.reload.stderr);
   assert.equal(b.reload.firingAtReload, true);
@@ -132,6 +172,45 @@ test(`npm install -g --offline + cgwatchdog install-service under systemd as PID
   assert.equal(states.filter((x: string) => x === 'resolved').length, 1, `then one resolved: ${JSON.stringify(b.messages)}`);
   assert.equal(states.at(-1), 'resolved');
   assert.equal(new Set(b.messages.map((m: Rec) => m.fingerprint)).size, 1, 'one condition');
+  t.diagnostic(`install, step by step: npm install -g --offline ${i.npmMs} ms; cgwatchdog install-service ${i.installServiceMs} ms (service ready ${v.readyMs} ms after it began); webhook sink + systemctl reload ${op.reloadedMs} ms; cgwatchdog test-alert ${op.testAlert.ms} ms; first alert (the fork bomb's pids-max) at the webhook ${b.firstAlertMs} ms after its podman run returned, ${b.firstAlertFromInstallMs} ms after npm install began`);
+
+  // --- cgwatchdog status under the bomb ------------------------------------------------------------
+  const sb = get('status-bomb');
+  t.diagnostic(`status --json samples: ${sb.samples.map((x: Rec) => `${x.current}/${x.max}${x.first ? ' first' : ''} (${x.ms} ms)`).join(', ')}`);
+  t.diagnostic(`the status view of a host under a fork bomb (cgwatchdog status, ${sb.text.ms} ms):`);
+  for (const l of sb.text.stdout.split('\n')) t.diagnostic(`  | ${l}`);
+  assert.ok(sb.samples.every((x: Rec) => x.status === 0 && x.first === true), `the bombed container is first in every report: ${JSON.stringify(sb.samples)}`);
+  const rb = sb.report;
+  assert.ok(rb, `no report: ${JSON.stringify(sb.samples)}`);
+  const row = rb.containers[0];
+  assert.equal(row.id, b.id);
+  assert.equal(row.name, 'cgwd-svc-bomb');
+  assert.equal(row.runtime, 'podman');
+  assert.equal(row.cgroupPath, b.rel);
+  assert.equal(row.pidsMax, 20);
+  assert.equal(row.pidsCurrent, row.pidsMax, `at its limit in one of ${sb.samples.length} reports: ${JSON.stringify(sb.samples)}`);
+  assert.ok(row.pidsLimitHits > 0, `hits: ${row.pidsLimitHits}`);
+  assert.equal(row.lastEvent?.kind, 'pids-max');
+  assert.equal(rb.health.ok, true, rb.health.detail);
+  assert.deepEqual(rb.health.degraded, []);
+  assert.deepEqual(rb.health.sources, { kmsg: true, inotify: true, sweep: true });
+  assert.equal(rb.daemon.mode, 'enforce');
+  assert.equal(rb.daemon.cgroup, 'v2');
+  assert.ok(rb.alerts.firing >= 1, `firing: ${rb.alerts.firing}`);
+  assert.deepEqual(rb.alerts.sinks.map((x: Rec) => x.type), ['webhook']);
+  assert.ok(rb.containers.some((c: Rec) => c.id === p.id && c.pidsMax === 6144), 'the policy container is listed too');
+  const text: string[] = sb.text.stdout.split('\n');
+  assert.equal(sb.text.status, 0, sb.text.stderr);
+  assert.match(text[0]!, /^cgwatchdog \S+ on \S+: pid \d+, up \d+[smhd], enforce, cgroup v2, healthy$/);
+  for (const src of ['kmsg', 'inotify', 'sweep']) assert.match(text[1]!, new RegExp(`\\b${src} up\\b`));
+  const head = text.findIndex((l) => l.startsWith('CONTAINER'));
+  assert.ok(head > 0, 'the table');
+  assert.match(text[head + 1]!, /^cgwd-svc-bomb +- +(19|20)\/20 +(95|100)% .* pids-max \d+s ago$/);
+  const fr = sb.watch.frames as Rec[];
+  t.diagnostic(`status --watch --json --interval 0.5: ${fr.length} lines in ${sb.watch.ms} ms: ${JSON.stringify(fr)}`);
+  assert.equal(fr.length, 2, `${JSON.stringify(fr)} ${sb.watch.stderr}`);
+  assert.ok(fr.every((f) => f.version === 1 && f.bombFirst === true), 'each line one whole report, the bomb first');
+  assert.ok(fr[1]!.at > fr[0]!.at, 'two frames, one after the other');
 
   // --- the OOM kill --------------------------------------------------------------------------------
   const o = get('oom');
@@ -139,6 +218,23 @@ test(`npm install -g --offline + cgwatchdog install-service under systemd as PID
   t.diagnostic(`${o.alert.summary} (${o.alertMs} ms after podman run -d began)`);
   assert.equal(o.alert.container.id, o.id);
   assert.equal(o.alert.victim?.comm, 'dd', 'the victim named from /dev/kmsg');
+
+  const so = get('status-oom');
+  t.diagnostic(`the status view after the OOM kill (${so.text.ms} ms):`);
+  for (const l of so.text.stdout.split('\n')) t.diagnostic(`  | ${l}`);
+  assert.ok(so.report, JSON.stringify(so.run));
+  const orow = so.report.containers.find((c: Rec) => c.id === o.id);
+  assert.ok(orow, `the OOM container in the report: ${JSON.stringify(so.report.containers)}`);
+  assert.equal(orow.name, 'cgwd-svc-oom');
+  assert.ok(orow.oomKills >= 1, `oomKills ${orow.oomKills}`);
+  assert.equal(orow.memoryLimit, 32 * 1024 * 1024);
+  assert.ok(typeof orow.memoryUsage === 'number' && orow.memoryUsage > 0 && orow.memoryUsage <= orow.memoryLimit, `memory ${orow.memoryUsage}/${orow.memoryLimit}`);
+  const gone = so.report.containers.find((c: Rec) => c.id === b.id);
+  assert.equal(gone?.departed, true, 'the removed bomb stays listed with its hits');
+  assert.ok(gone.pidsLimitHits > 0);
+  assert.equal(so.report.health.ok, true, so.report.health.detail);
+  assert.deepEqual(so.report.health.sources, { kmsg: true, inotify: true, sweep: true });
+  assert.match(so.text.stdout, /^cgwd-svc-oom +- +\d+\/\d+ .*\/32M +\d+% +0 +[1-9]\d* /m);
 
   // --- the journal ---------------------------------------------------------------------------------
   const j = get('journal');
@@ -161,6 +257,9 @@ test(`npm install -g --offline + cgwatchdog install-service under systemd as PID
   assert.equal(st.after.Result, 'success', 'exited by itself on SIGTERM, not killed');
   assert.equal(st.pidGone, true);
   assert.ok(st.stopMs < 15_000, `stop took ${st.stopMs} ms`);
+  t.diagnostic(`warnings and errors the daemon logged besides its alerts: ${JSON.stringify(st.warnings)}`);
+  assert.deepEqual(st.warnings.filter((w: Rec) => !ALLOWED_WARNINGS.some((rx) => rx.test(String(w.msg)))), []);
+  assert.ok(st.warnings.length <= 1, `the allowed warning at most once: ${JSON.stringify(st.warnings)}`);
 
   const u = get('uninstall');
   t.diagnostic(`install-service --uninstall: ${u.ms} ms: ${u.out.split('\n').join('; ')}`);

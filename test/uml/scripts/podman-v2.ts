@@ -30,9 +30,12 @@ function must(bin: string, args: string[], what: string): string {
  * podman as the host notes run it in UML: storage and state on tmpfs, cgroupfs manager, file
  * events. Also used by hooks-v2.ts, and by systemd-service.ts with `cgroupManager: 'systemd'`
  * (systemd as PID 1 owns /sys/fs/cgroup already; containers become machine.slice/libpod-<id>.scope).
+ * graphRoot: containers/storage's; systemd-service.ts passes podman's own default
+ * (/var/lib/containers/storage), which the daemon's default names.containersStorage reads.
  */
-export function setupPodman(o: { cgroupManager?: 'cgroupfs' | 'systemd' } = {}): void {
+export function setupPodman(o: { cgroupManager?: 'cgroupfs' | 'systemd'; graphRoot?: string } = {}): void {
   const manager = o.cgroupManager ?? 'cgroupfs';
+  const graphRoot = o.graphRoot ?? '/run/pr';
   for (const d of ['/var/tmp', '/var/lib/containers', '/dev/shm']) {
     fs.mkdirSync(d, { recursive: true });
     must('/bin/mount', ['-t', 'tmpfs', 'tmpfs', d], `tmpfs on ${d}`);
@@ -47,7 +50,7 @@ export function setupPodman(o: { cgroupManager?: 'cgroupfs' | 'systemd' } = {}):
   for (const f of fs.existsSync(etc) ? fs.readdirSync(etc, { withFileTypes: true }) : []) if (f.isFile()) keep.set(f.name, fs.readFileSync(path.join(etc, f.name)));
   must('/bin/mount', ['-t', 'tmpfs', 'tmpfs', etc], `tmpfs on ${etc}`);
   for (const [name, body] of keep) fs.writeFileSync(path.join(etc, name), body);
-  fs.writeFileSync(path.join(etc, 'storage.conf'), '[storage]\ndriver = "vfs"\ngraphroot = "/run/pr"\nrunroot = "/run/prr"\n');
+  fs.writeFileSync(path.join(etc, 'storage.conf'), `[storage]\ndriver = "vfs"\ngraphroot = "${graphRoot}"\nrunroot = "/run/prr"\n`);
   fs.writeFileSync(path.join(etc, 'containers.conf'), `[engine]\ncgroup_manager = "${manager}"\nevents_logger = "file"\nruntime = "runc"\n[containers]\nnetns = "none"\n`);
   const rootfs = '/run/rootfs';
   fs.mkdirSync(path.join(rootfs, 'bin'), { recursive: true });

@@ -2,11 +2,14 @@
  * Runs inside user-mode Linux with systemd as PID 1 (see test/uml/systemd-service.test.ts): the
  * package installed as an operator would (npm install -g --offline from the tarball the host
  * packed, then `cgwatchdog install-service`), and the daemon under its real unit and sandbox,
- * with rootful podman on the systemd cgroup manager (machine.slice/libpod-<id>.scope).
- * Phases (one `emit` each): setup, install, service, policy, daemon-reload, bomb (with a
- * `systemctl reload` while it fires), oom, journal, stop, uninstall, cleanup.
+ * with rootful podman on the systemd cgroup manager (machine.slice/libpod-<id>.scope). The
+ * config is the one install-service writes (the commented defaults), with a webhook sink added
+ * afterwards and `systemctl reload`, as an operator does it.
+ * Phases (one `emit` each): setup, install, service, operator (the sink, reload, test-alert),
+ * exposure, policy, daemon-reload, bomb (with a `systemctl reload` while it fires, then
+ * `cgwatchdog status`), oom (and status again), journal, stop, uninstall, cleanup.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { execFile, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { emit, inUml, nowMs, outDir, readKeyed, sleep } from '../in-uml';
@@ -19,10 +22,11 @@ const CONFIG = '/etc/cgwatchdog/config.yaml';
 const BIN = '/usr/local/bin/cgwatchdog';
 /** See cri-systemd-v2.ts: systemd's DefaultTasksMax is sized from threads-max; a 64 GiB node's. */
 const THREADS_MAX = '524288';
-/** The daemon's reconcile period here (seconds; node-cron's seconds field). */
-const RECONCILE_S = 10;
+/** How long pids.max is polled after `systemctl daemon-reload` began (it takes 2-4 s here). */
+const RELOAD_WATCH_MS = 14_000;
 const PID_MAX_START = '32768';
-const PID_MAX_TARGET = 131072;
+/** The default config's kernel.pidMax. */
+const PID_MAX_TARGET = 4194304;
 const BOMB_LIMIT = 20;
 const BOMB = 'while :; do sh -c "while :; do sleep 1000 & done"; sleep 1; done';
 
@@ -43,6 +47,68 @@ function must(bin: string, args: string[], what: string, timeoutMs?: number, env
   const r = run(bin, args, timeoutMs, env);
   if (r.status !== 0) throw new Error(`${what}: ${bin} ${args.join(' ')}: exit ${r.status}: ${(r.stderr || r.stdout).slice(-1200)}`);
   return r;
+}
+
+/**
+ * run() without blocking this process: the webhook receiver lives in it, and the daemon's
+ * deliveries (test-alert's too) must be answered while the command runs.
+ */
+function runAsync(bin: string, args: string[], timeoutMs = 60_000): Promise<Run> {
+  const t0 = nowMs();
+  return new Promise((resolve) => {
+    execFile(bin, args, { encoding: 'utf8', timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+      const code = err ? (typeof err.code === 'number' ? err.code : null) : 0;
+      resolve({ status: code, stdout: stdout.trim(), stderr: stderr.trim() || (err && code === null ? err.message : ''), ms: Math.round(nowMs() - t0) });
+    });
+  });
+}
+
+async function mustAsync(bin: string, args: string[], what: string, timeoutMs?: number): Promise<Run> {
+  const r = await runAsync(bin, args, timeoutMs);
+  if (r.status !== 0) throw new Error(`${what}: ${bin} ${args.join(' ')}: exit ${r.status}: ${(r.stderr || r.stdout).slice(-1200)}`);
+  return r;
+}
+
+/** `cgwatchdog status --json` of the running daemon, parsed (null when it did not answer). */
+async function statusJson(): Promise<{ run: Run; report: Record<string, any> | null }> {
+  const r = await runAsync(BIN, ['status', '--json']);
+  let report: Record<string, any> | null = null;
+  try {
+    report = r.status === 0 ? (JSON.parse(r.stdout) as Record<string, any>) : null;
+  } catch {
+    /* reported as null with its output */
+  }
+  return { run: { ...r, stdout: report ? '' : r.stdout.slice(0, 2000) }, report };
+}
+
+/** `cgwatchdog status --watch --json` until it printed `n` lines, then SIGTERM. */
+function watchFrames(n: number, timeoutMs: number): Promise<{ lines: string[]; ms: number; signal: string | null; stderr: string }> {
+  const t0 = nowMs();
+  return new Promise((resolve) => {
+    const child = spawn(BIN, ['status', '--watch', '--json', '--interval', '0.5'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    let ms = 0;
+    const timer = setTimeout(() => child.kill('SIGTERM'), timeoutMs);
+    child.stdout.on('data', (c: Buffer) => {
+      out += c.toString();
+      if (out.split('\n').length > n && !child.killed) {
+        ms = Math.round(nowMs() - t0);
+        child.kill('SIGTERM');
+      }
+    });
+    child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+    child.once('exit', (_code, signal) => {
+      clearTimeout(timer);
+      resolve({ lines: out.split('\n').filter((l) => l !== ''), ms: ms || Math.round(nowMs() - t0), signal, stderr: err.trim() });
+    });
+  });
+}
+
+/** A status report for the results: the sinks with their counts only. */
+function brief(report: Record<string, any> | null): Record<string, any> | null {
+  if (!report) return null;
+  return { daemon: report.daemon, health: report.health, host: report.host, alerts: { ...report.alerts, sinks: report.alerts?.sinks?.map((x: Record<string, unknown>) => ({ name: x.name, type: x.type, delivered: x.delivered, depth: x.depth, lastError: x.lastError })) }, containers: report.containers };
 }
 
 function unitProps(unit: string, props: string[]): Record<string, string> {
@@ -86,9 +152,10 @@ function journal(): JournalEntry[] {
 
 const lines = (): LogLine[] => journal().flatMap((e) => (e.line ? [e.line] : []));
 
-async function waitLine(want: (l: LogLine) => boolean, timeoutMs: number, everyMs = 250): Promise<LogLine | null> {
+/** The first line `want` takes, or with `skip` the first after that many such lines. */
+async function waitLine(want: (l: LogLine) => boolean, timeoutMs: number, skip = 0, everyMs = 250): Promise<LogLine | null> {
   for (const end = nowMs() + timeoutMs; ; await sleep(everyMs)) {
-    const l = lines().find(want);
+    const l = lines().filter(want)[skip];
     if (l) return l;
     if (nowMs() > end) return null;
   }
@@ -133,7 +200,7 @@ async function main(): Promise<void> {
   fs.mkdirSync('/usr/local/bin');
   fs.mkdirSync('/usr/local/lib');
   must('/bin/systemctl', ['start', 'dbus.socket', 'dbus.service'], 'the system bus (podman\'s systemd cgroup manager)');
-  setupPodman({ cgroupManager: 'systemd' });
+  setupPodman({ cgroupManager: 'systemd', graphRoot: '/var/lib/containers/storage' });
   const setupMs = Math.round(nowMs() - tSetup);
   emit({
     check: 'setup',
@@ -152,32 +219,30 @@ async function main(): Promise<void> {
   // npm writes ~3,300 files, each a few ptrace'd syscalls and page faults in UML: 50-76 s idle,
   // over 150 s in one CI run.
   const npmEnv = { ...process.env, HOME: '/run', npm_config_registry: 'http://127.0.0.1:9/', npm_config_cache: '/run/npm-cache', npm_config_update_notifier: 'false' };
+  const tInstall = nowMs();
   const npm = must('/usr/bin/npm', ['install', '-g', '--offline', '--prefix', '/usr/local', '--no-audit', '--no-fund', '--loglevel=error', tarball], 'npm install -g --offline', 330_000, npmEnv);
   const installed = fs.realpathSync(BIN);
-  const rx = await receiver();
   const pidMaxTarget = PID_MAX_TARGET;
-  // Written before install-service, which keeps an existing config (never overwrites one).
-  fs.mkdirSync(path.dirname(CONFIG), { recursive: true });
-  fs.writeFileSync(CONFIG, JSON.stringify({
-    mode: 'enforce',
-    logLevel: 'debug',
-    kernel: { manage: true, pidMax: pidMaxTarget },
-    discovery: { reconcileSchedule: `*/${RECONCILE_S} * * * * *` },
-    // podman inspect needs CAP_SYS_ADMIN, which the unit does not give (see the unit's end).
-    names: { podmanBinary: '' },
-    alerts: {
-      host: 'uml-systemd-service',
-      resolveAfterSeconds: 3,
-      repeatIntervalSeconds: 3600,
-      sinks: [{ type: 'webhook', url: rx.url, timeoutMs: 2000, retry: { initialDelayMs: 100, maxDelayMs: 1000 } }],
-    },
-    metrics: { enabled: false },
-  }, null, 2), { mode: 0o600 });
+  // No config yet, as on a new node: install-service writes the commented defaults, and the
+  // daemon starts on them (no sink yet; the operator adds one below).
+  const configBefore = fs.existsSync(CONFIG);
   const tService = nowMs();
   const svc = must(BIN, ['install-service'], 'cgwatchdog install-service', 60_000);
   const installServiceMs = Math.round(nowMs() - tService);
   const active = run('/bin/systemctl', ['is-active', UNIT]);
-  emit({ check: 'install', npmMs: npm.ms, npmOut: npm.stdout.slice(-300), installed, installServiceMs, installServiceOut: svc.stdout, installServiceErr: svc.stderr, isActive: active.stdout, unitFile: readTrim(`/etc/systemd/system/${UNIT}`)?.split('\n').filter((l) => /^(ExecStart|Documentation)=|^# /.test(l)).slice(0, 4) });
+  const configText = fs.readFileSync(CONFIG, 'utf8');
+  emit({
+    check: 'install',
+    npmMs: npm.ms,
+    npmOut: npm.stdout.slice(-300),
+    installed,
+    installServiceMs,
+    installServiceOut: svc.stdout,
+    installServiceErr: svc.stderr,
+    isActive: active.stdout,
+    unitFile: readTrim(`/etc/systemd/system/${UNIT}`)?.split('\n').filter((l) => /^(ExecStart|Documentation)=|^# /.test(l)).slice(0, 4),
+    config: { before: configBefore, mode: (fs.statSync(CONFIG).mode & 0o777).toString(8), firstLine: configText.split('\n')[0], noSinks: /^ {2}sinks: \[\]$/m.test(configText), commentLines: configText.split('\n').filter((l) => /^\s*#/.test(l)).length },
+  });
 
   // --- the service: ready, under its sandbox; pid_max raised; /dev/kmsg read --------------------
   const ready = await waitLine((l) => l.msg === 'detection running', 40_000);
@@ -206,11 +271,42 @@ async function main(): Promise<void> {
     pidMaxLine: pick(pidMaxLine),
     capabilities: pick(caps),
     kmsgOpen: kmsgFd,
-    problems: lines().filter((l) => (l.level ?? 0) >= 40).map(pick).slice(0, 10),
+    problems: lines().filter((l) => (l.level ?? 0) >= 40).map(pick),
   });
   if (!ready) throw new Error(`the service did not get ready: ${run('/bin/journalctl', ['-u', UNIT, '--no-pager', '-n', '30']).stdout.slice(-3000)}`);
 
+  const rx = await receiver();
+  const isReloaded = (l: LogLine): boolean => l.msg === 'reloaded';
   try {
+    // --- the operator adds a webhook sink to the written config, reloads, sends a test alert ------
+    const tEdit = nowMs();
+    const sink = ['  sinks:', '    - type: webhook', `      url: ${rx.url}`].join('\n');
+    const edited = configText.replace(/^ {2}sinks: \[\]$/m, sink);
+    if (edited === configText) throw new Error(`no "  sinks: []" line in the config install-service wrote:\n${configText.slice(0, 3000)}`);
+    fs.writeFileSync(CONFIG, edited);
+    const reloadsBefore = lines().filter(isReloaded).length;
+    const sinkReload = await runAsync('/bin/systemctl', ['reload', UNIT]);
+    const sinkReloaded = await waitLine(isReloaded, 20_000, reloadsBefore);
+    const reloadedMs = Math.round(nowMs() - tEdit);
+    const tTest = nowMs();
+    const testAlert = await runAsync(BIN, ['test-alert'], 60_000);
+    const testGot = await rx.waitFor((r) => r.body?.kind === 'test', 5000);
+    emit({
+      check: 'operator',
+      reload: { status: sinkReload.status, stderr: sinkReload.stderr, ms: sinkReload.ms },
+      reloaded: pick(sinkReloaded),
+      reloadedMs,
+      configMode: (fs.statSync(CONFIG).mode & 0o777).toString(8),
+      testAlert: { status: testAlert.status, stdout: testAlert.stdout, stderr: testAlert.stderr, ms: testAlert.ms },
+      testReceived: testGot ? { ms: Math.round(testGot.at - tTest), kind: testGot.body?.kind, host: testGot.body?.host, summary: testGot.body?.summary } : null,
+    });
+    if (!sinkReloaded) throw new Error(`the daemon did not log "reloaded" after systemctl reload: ${JSON.stringify(sinkReload)}`);
+
+    // --- the loaded unit's exposure, as systemd itself rates the running service -------------------
+    const sec = await runAsync('/usr/bin/systemd-analyze', ['security', '--no-pager', UNIT], 120_000);
+    const score = /Overall exposure level for cgwatchdog\.service: (\d+(?:\.\d+)?) (\S+)/.exec(sec.stdout);
+    emit({ check: 'exposure', status: sec.status, ms: sec.ms, score: score ? Number(score[1]) : null, verdict: score?.[2] ?? null, stderr: sec.stderr, tail: sec.stdout.split('\n').slice(-3) });
+
     // --- policy: a podman container with no pids limit of its own ---------------------------------
     const tRun = nowMs();
     const policy = must('/usr/bin/podman', ['run', '-d', '--name', 'cgwd-svc-policy', '--pids-limit', '0', IMAGE, 'sleep', '100000'], 'podman run (policy)').stdout.split('\n').pop()!;
@@ -254,7 +350,7 @@ async function main(): Promise<void> {
     let changed = false;
     let pollGapMs = 0;
     let lastPoll = nowMs();
-    for (const end = tReload + (RECONCILE_S + 4) * 1000; nowMs() < end; await sleep(1)) {
+    for (const end = tReload + RELOAD_WATCH_MS; nowMs() < end; await sleep(1)) {
       const v = readTrim(path.join(CG, rel, 'pids.max'));
       pollGapMs = Math.max(pollGapMs, nowMs() - lastPoll);
       lastPoll = nowMs();
@@ -288,25 +384,60 @@ async function main(): Promise<void> {
       writeMs: writes.find((w) => w.new === Number(want))?.ms ?? null,
       scopeTasksMax: unitProps(scopeUnit, ['TasksMax']).TasksMax,
       writes,
-      reconcileEverySeconds: RECONCILE_S,
+      // The reconcile repairs it too, but at most this often: the inotify watch is what is timed.
+      reconcileSchedule: /^ {2}reconcileSchedule: "(.*)"$/m.exec(configText)?.[1] ?? null,
     });
 
     // --- the bomb, and a `systemctl reload` while its alert fires ---------------------------------
-    const bomb = must('/usr/bin/podman', ['run', '-d', '--name', 'cgwd-svc-bomb', '--pids-limit', String(BOMB_LIMIT), IMAGE, 'sh', '-c', BOMB], 'podman run (bomb)').stdout.split('\n').pop()!;
+    const bomb = (await mustAsync('/usr/bin/podman', ['run', '-d', '--name', 'cgwd-svc-bomb', '--pids-limit', String(BOMB_LIMIT), IMAGE, 'sh', '-c', BOMB], 'podman run (bomb)')).stdout.split('\n').pop()!;
     const bombRel = `/machine.slice/libpod-${bomb}.scope`;
     const tBomb = nowMs();
     const hitAt = await pollFile(path.join(CG, bombRel, 'pids.events'), (s) => /\bmax [1-9]/.test(s ?? ''), 20_000, 2);
     const firing = hitAt === null ? null : await rx.waitFor((r) => r.body?.kind === 'pids-max' && r.body?.container?.id === bomb && r.body?.state === 'firing', 15_000);
-    const tReloadSvc = nowMs();
-    const reloadSvc = run('/bin/systemctl', ['reload', UNIT]);
-    const reloadSvcMs = Math.round(nowMs() - tReloadSvc);
-    const reloaded = await waitLine((l) => l.msg === 'reloaded', 10_000);
+    const reloadsBeforeBomb = lines().filter(isReloaded).length;
+    const reloadSvc = await runAsync('/bin/systemctl', ['reload', UNIT]);
+    const reloaded = await waitLine(isReloaded, 10_000, reloadsBeforeBomb);
     // Hits go on (about one a second) for a while after the reload, then the bomb is removed.
     await sleep(4000);
     const eventsAfter = readKeyed(path.join(CG, bombRel, 'pids.events'));
     const pidsMaxBomb = readTrim(path.join(CG, bombRel, 'pids.max'));
+
+    // --- `cgwatchdog status` under the bomb: what an operator reaches for first -------------------
+    // The bomb's shells come and go (one dies at each refused fork, and the loop starts another):
+    // pids.current dips below the limit for moments, so a few reports are taken for one at it.
+    const samples: Record<string, unknown>[] = [];
+    let underBomb: Record<string, any> | null = null;
+    for (let k = 0; k < 6 && !underBomb; k++) {
+      const got = await statusJson();
+      const row = (got.report?.containers as Record<string, any>[] | undefined)?.find((c) => c.id === bomb);
+      samples.push({ ms: got.run.ms, status: got.run.status, stderr: got.run.stderr || undefined, out: got.run.stdout || undefined, current: row?.pidsCurrent, max: row?.pidsMax, first: got.report?.containers?.[0]?.id === bomb });
+      if (row && row.pidsCurrent === row.pidsMax) underBomb = got.report;
+      else if (k === 5) underBomb = got.report;
+    }
+    const bombView = await runAsync(BIN, ['status']);
+    const watch = await watchFrames(2, 30_000);
+    emit({
+      check: 'status-bomb',
+      samples,
+      report: brief(underBomb),
+      text: { status: bombView.status, ms: bombView.ms, stdout: bombView.stdout, stderr: bombView.stderr },
+      watch: {
+        ms: watch.ms,
+        signal: watch.signal,
+        stderr: watch.stderr,
+        frames: watch.lines.map((l) => {
+          try {
+            const o = JSON.parse(l) as Record<string, any>;
+            return { version: o.version, at: o.at, containers: o.containers?.length, bombFirst: o.containers?.[0]?.id === bomb };
+          } catch {
+            return { unparsable: l.slice(0, 200) };
+          }
+        }),
+      },
+    });
+
     const tRm = nowMs();
-    run('/usr/bin/podman', ['rm', '-f', '-t', '0', bomb]);
+    await runAsync('/usr/bin/podman', ['rm', '-f', '-t', '0', bomb]);
     const resolved = await rx.waitFor((r) => r.body?.kind === 'pids-max' && r.body?.container?.id === bomb && r.body?.state === 'resolved', 20_000);
     const msgs = alertsOf(rx, 'pids-max', bomb);
     emit({
@@ -316,8 +447,11 @@ async function main(): Promise<void> {
       pidsMax: pidsMaxBomb,
       hitMs: hitAt === null ? null : Math.round(hitAt - tBomb),
       alertMs: firing && hitAt !== null ? Math.round(firing.at - hitAt) : null,
+      // The first alert of the install: from podman run's return, and from npm install's start.
+      firstAlertMs: firing ? Math.round(firing.at - tBomb) : null,
+      firstAlertFromInstallMs: firing ? Math.round(firing.at - tInstall) : null,
       firing: firing?.body ?? null,
-      reload: { status: reloadSvc.status, stderr: reloadSvc.stderr, ms: reloadSvcMs, line: pick(reloaded), firingAtReload: firing !== null },
+      reload: { status: reloadSvc.status, stderr: reloadSvc.stderr, ms: reloadSvc.ms, line: pick(reloaded), firingAtReload: firing !== null },
       eventsAfter,
       resolvedMs: resolved ? Math.round(resolved.at - tRm) : null,
       messages: msgs.map((r) => ({ state: r.body?.state, fingerprint: r.body?.fingerprint, sequence: r.body?.sequence, at: Math.round(r.at - tBomb), key: r.idempotencyKey })),
@@ -326,10 +460,21 @@ async function main(): Promise<void> {
     // --- an OOM kill ------------------------------------------------------------------------------
     const tOom = nowMs();
     // The shell survives dd's kill, so the scope (and its memory.events) stays to be read.
-    const oomRun = run('/usr/bin/podman', ['run', '-d', '--name', 'cgwd-svc-oom', '-m', '32m', '--memory-swap', '32m', IMAGE, 'sh', '-c', '/bin/dd if=/dev/zero of=/dev/null bs=64M count=1; echo "dd exit $?"; exec sleep 100000']);
+    const oomRun = await runAsync('/usr/bin/podman', ['run', '-d', '--name', 'cgwd-svc-oom', '-m', '32m', '--memory-swap', '32m', IMAGE, 'sh', '-c', '/bin/dd if=/dev/zero of=/dev/null bs=64M count=1; echo "dd exit $?"; exec sleep 100000']);
     const oomId = oomRun.stdout.split('\n').pop() ?? '';
     const oom = await rx.waitFor((r) => r.body?.kind === 'oom-kill' && (!oomId || r.body?.container?.id === oomId), 20_000);
     emit({ check: 'oom', id: oomId, runStatus: oomRun.status, alertMs: oom ? Math.round(oom.at - tOom) : null, alert: oom?.body ?? null, events: oomId ? readKeyed(path.join(CG, `/machine.slice/libpod-${oomId}.scope`, 'memory.events')) : null, alerts: rx.got.map((r) => ({ kind: r.body?.kind, state: r.body?.state, id: r.body?.container?.id })).slice(0, 12) });
+
+    // --- status after the OOM kill: its row, and the bomb's departed one with its hits --------------
+    let afterOom: Awaited<ReturnType<typeof statusJson>> | null = null;
+    for (let k = 0; k < 3; k++) {
+      afterOom = await statusJson();
+      const row = (afterOom.report?.containers as Record<string, any>[] | undefined)?.find((c) => c.id === oomId);
+      if (row && row.oomKills >= 1) break;
+      await sleep(500);
+    }
+    const oomView = await runAsync(BIN, ['status']);
+    emit({ check: 'status-oom', run: afterOom?.run ?? null, report: brief(afterOom?.report ?? null), text: { status: oomView.status, ms: oomView.ms, stdout: oomView.stdout, stderr: oomView.stderr } });
 
     // --- the journal: the daemon's fields, per entry ----------------------------------------------
     const j = journal();
@@ -355,8 +500,12 @@ async function main(): Promise<void> {
     const stop = run('/bin/systemctl', ['stop', UNIT], 30_000);
     const stopMs = Math.round(nowMs() - tStop);
     const after = unitProps(UNIT, ['ActiveState', 'Result', 'ExecMainCode', 'ExecMainStatus', 'TimeoutStopUSec']);
-    const stoppingLines = lines().filter((l) => l.msg === 'stopping' || l.msg === 'stopped' || l.msg === 'stop failed').map(pick);
-    emit({ check: 'stop', status: stop.status, stderr: stop.stderr, stopMs, mainPid: pidBefore, pidGone: !fs.existsSync(`/proc/${pidBefore}`), after, lines: stoppingLines });
+    const all = lines();
+    const stoppingLines = all.filter((l) => l.msg === 'stopping' || l.msg === 'stopped' || l.msg === 'stop failed').map(pick);
+    // Every warning and error the daemon logged from its start to its stop, but the alerts
+    // (a firing alert is a warn line carrying the alert).
+    const warnings = all.filter((l) => (l.level ?? 0) >= 40 && !l.alert).map(pick);
+    emit({ check: 'stop', status: stop.status, stderr: stop.stderr, stopMs, mainPid: pidBefore, pidGone: !fs.existsSync(`/proc/${pidBefore}`), after, lines: stoppingLines, warnings });
 
     const tUn = nowMs();
     const un = run(BIN, ['install-service', '--uninstall'], 60_000);
