@@ -25,8 +25,6 @@ export interface SinkStats {
   lastDeliveredAt?: number;
 }
 
-export { sinkName };
-
 /**
  * Throws for two sinks of one name or the reserved name, before anything is changed. The
  * config schema refuses both with the key named; this guards a list made in code.

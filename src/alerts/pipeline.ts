@@ -14,7 +14,7 @@ import type { Alert } from './alert';
 import { Coalescer, type AlertContext, type SavedAlertState } from './coalescer';
 import { StateFile } from '../state/state-file';
 import type { StateWriteHealth } from '../state/write-health';
-import { checkSinkNames, Delivery, type DeliveryOutcome } from './delivery';
+import { Delivery, type DeliveryOutcome } from './delivery';
 import { NameResolver } from './names';
 import { Outbox } from './outbox';
 
@@ -126,8 +126,6 @@ export class AlertPipeline {
       this.serial(async () => {
         try {
           const a = config.alerts;
-          // Refused before the coalescer or the config changes: a reload is applied whole or not at all.
-          checkSinkNames(a.sinks);
           this.o.config = config;
           this.coalescer.reconfigure({ host: a.host ?? os.hostname(), repeatIntervalSeconds: a.repeatIntervalSeconds, resolveAfterSeconds: a.resolveAfterSeconds });
           const added = new Set(await this.delivery.reload(a.sinks));

@@ -3,7 +3,8 @@ import os from 'node:os';
 import type { Config, SinkConfig } from '../config/schema';
 import type { Alert } from './alert';
 import { fingerprintOf, severityAtLeast, severityOf, summarize } from './coalescer';
-import { createSink, sinkAccepts, sinkName } from './delivery';
+import { createSink, sinkAccepts } from './delivery';
+import { sinkName } from '../config/schema';
 
 export interface TestAlertResult {
   sink: string;

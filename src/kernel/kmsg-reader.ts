@@ -140,7 +140,7 @@ export class KmsgReader extends EventEmitter<KmsgReaderEvents> {
     this.restartTimer = null;
     const child = spawn(this.catPath, [this.path], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
-    const spawnedAt = Date.now();
+    const spawnedAt = performance.now();
     this.stableTimer = setTimeout(() => {
       this.stableTimer = null;
       if (this.child === child) this.quickExits = 0;
@@ -172,7 +172,7 @@ export class KmsgReader extends EventEmitter<KmsgReaderEvents> {
       this.clearStable();
       // One death (killed, a wrap) is followed again at once; a child that keeps ending at
       // once is retried with backoff, not spun on, and reported as not following.
-      this.quickExits = Date.now() - spawnedAt < FOLLOW_STABLE_MS ? this.quickExits + 1 : 0;
+      this.quickExits = performance.now() - spawnedAt < FOLLOW_STABLE_MS ? this.quickExits + 1 : 0;
       const delay = this.quickExits < 2 ? 0 : Math.min(FOLLOW_RETRY_MAX_MS, FOLLOW_RETRY_MIN_MS * 2 ** (this.quickExits - 2));
       // The restart is scheduled before anyone hears of the failure: a listener that sees
       // this reader not running would start a second one beside it.

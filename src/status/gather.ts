@@ -1,7 +1,7 @@
 import os from 'node:os';
 import type { Config } from '../config/schema';
 import type { Parts } from '../compose';
-import { sinkName } from '../alerts/delivery';
+import { sinkName } from '../config/schema';
 import { watchHealth } from '../kernel/inotify';
 import { Yielder } from '../yielder';
 import { byUrgency, containerStatus, type ContainerStatus, type SinkStatus, type StatusReport } from './report';

@@ -8,7 +8,8 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import pino from 'pino';
 import type { Alert } from '../../src/alerts/alert';
-import { Delivery, sinkName } from '../../src/alerts/delivery';
+import { Delivery } from '../../src/alerts/delivery';
+import { sinkName } from '../../src/config/schema';
 import { Outbox } from '../../src/alerts/outbox';
 import { SinkConfig } from '../../src/config/schema';
 
