@@ -146,6 +146,27 @@ function probeChild(script: string, dir: string): ChildProcess {
   return child;
 }
 
+/** Node's start-up: 50 ms on a host, seconds in user-mode Linux, more on a loaded node. */
+const START_MS = 30_000;
+
+/**
+ * Waits until the child is in the probe cgroup (or has exited, or START_MS passed). The probe's
+ * own time limits count from here, so a slow Node start-up is never read as a missing signal.
+ */
+async function started(child: ChildProcess, dir: string): Promise<boolean> {
+  const end = performance.now() + START_MS;
+  while (performance.now() < end) {
+    if (child.exitCode !== null || child.signalCode !== null) return true;
+    try {
+      if (fs.readFileSync(path.join(dir, 'cgroup.procs'), 'utf8').split('\n').includes(String(child.pid))) return true;
+    } catch {
+      /* read again */
+    }
+    await sleep(5);
+  }
+  return false;
+}
+
 /** Waits for the child's exit code, or null after `ms` (the timer is cleared either way). */
 function exitOf(child: ChildProcess, ms: number): Promise<number | null> {
   return new Promise((resolve) => {
@@ -171,8 +192,9 @@ async function probePids(dir: string, rel: string, kmsgPath: string): Promise<{ 
   const child = probeChild("require('child_process').spawnSync('/bin/true');", dir);
   try {
     if (child.pid === undefined) return { inotify: 'unknown', kmsg: 'unknown', why: `pids: cannot start ${process.execPath}` };
-    // Node's start-up takes 50 ms here and seconds in user-mode Linux.
-    const code = await exitOf(child, 10_000);
+    const exit = exitOf(child, START_MS + 10_000);
+    if (!(await started(child, dir))) return { inotify: 'unknown', kmsg: 'unknown', why: `pids: the probe child did not start within ${START_MS / 1000} s` };
+    const code = await exit;
     if (code === 3) return { inotify: 'unknown', kmsg: 'unknown', why: 'pids: the probe child could not join the probe cgroup' };
     const rejectedAt = performance.now();
     const max = parsePidsEventsMax(fs.readFileSync(eventsFile, 'utf8'));
@@ -203,7 +225,7 @@ async function probeMemory(dir: string): Promise<{ inotify: Signal; why?: string
   child.once('exit', (c) => (code = c));
   try {
     if (child.pid === undefined) return { inotify: 'unknown', why: `memory: cannot start ${process.execPath}` };
-    // The 5 s include Node's start-up (seconds in user-mode Linux).
+    if (!(await started(child, dir))) return { inotify: 'unknown', why: `memory: the probe child did not start within ${START_MS / 1000} s` };
     const end = performance.now() + 5000;
     let breachedAt: number | undefined;
     while (performance.now() < end) {

@@ -161,15 +161,17 @@ export class DaemonProc {
   }
 
   /** SIGTERM, then SIGKILL after `graceMs`. Resolves with how it ended. */
-  async stop(graceMs = 5000): Promise<{ code: number | null; signal: string | null; killed: boolean }> {
+  /** SIGTERM, then SIGKILL after the unit's TimeoutStopSec (15 s), as systemd would. */
+  async stop(graceMs = 15_000): Promise<{ code: number | null; signal: string | null; killed: boolean; stopMs: number }> {
     if (this.child.exitCode !== null || this.child.signalCode !== null) {
-      return { code: this.child.exitCode, signal: this.child.signalCode, killed: false };
+      return { code: this.child.exitCode, signal: this.child.signalCode, killed: false, stopMs: 0 };
     }
+    const t0 = nowMs();
     this.child.kill('SIGTERM');
     const t = await Promise.race([this.exit, sleep(graceMs).then(() => null)]);
-    if (t) return { ...t, killed: false };
+    if (t) return { ...t, killed: false, stopMs: Math.round(nowMs() - t0) };
     this.child.kill('SIGKILL');
-    return { ...(await this.exit), killed: true };
+    return { ...(await this.exit), killed: true, stopMs: Math.round(nowMs() - t0) };
   }
 
   /** Errors and warnings it logged (pino levels: 40 warn, 50 error, 60 fatal). */

@@ -234,7 +234,9 @@ async function main(): Promise<void> {
     const from = d.lines.length;
     removedAt.set(scope, t);
     fs.rmdirSync(abs(scope));
-    const gone = await d.wait((l) => l.msg === 'container gone' && l.cgroup === scope && d.lines.indexOf(l) >= from, 3000);
+    const gone = await d.wait((l) => l.msg === 'container gone' && l.cgroup === scope && d.lines.indexOf(l) >= from, 10_000);
+    // inotify on the parent sees the rmdir in milliseconds (the ms are reported); the 10 s only
+    // bound a loaded node, where UML's system calls crawl.
     emit({ check: 'removal', rel: scope, gone: pick(gone), ms: gone ? gone._at - t : null });
   }
 
