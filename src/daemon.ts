@@ -1,5 +1,5 @@
 import path from 'node:path';
-import cron, { type ScheduledTask } from 'node-cron';
+import type { ScheduledTask } from 'node-cron';
 import os from 'node:os';
 import si from 'systeminformation';
 import { readDistro } from './kernel/os-release';
@@ -17,6 +17,7 @@ import { buildRecognisers } from './runtimes/index';
 import { serveMetrics } from './metrics/daemon-metrics';
 import type { MetricsServer } from './metrics/server';
 import { buildInfo } from './build-info';
+import { scheduleReconcile } from './reconcile-schedule';
 import { gatherStatus } from './status/gather';
 import { serveStatus, type StatusServer } from './status/server';
 import { configIdentity } from './hook/hook-config';
@@ -173,7 +174,7 @@ export class Daemon {
 
   private async schedule(): Promise<void> {
     await this.task?.stop();
-    this.task = cron.schedule(this.config.discovery.reconcileSchedule, () => void this.reconcile(), { noOverlap: true });
+    this.task = scheduleReconcile(this.config.discovery.reconcileSchedule, () => void this.reconcile(), this.log);
   }
 
   /** Host facts for the start-up line. Nothing here runs a program: files and syscalls only. */

@@ -118,7 +118,7 @@ for (const k of UML_KERNELS) test(`cgwatchdog apply and run against a real cgrou
       if (x.set.why === 'appeared') assert.equal(typeof x.loggedLatencyMs, 'number', `${x.name}: no "creation to pids.max written" line`);
       assert.equal(x.set.old, 'max');
       // UML makes every system call a ptrace round trip: a loose bound, the numbers are printed.
-      assert.ok(x.measuredMs < 1000, `${x.name}: ${x.measuredMs} ms from mkdir to pids.max`);
+      assert.ok(x.measuredMs < 2500, `${x.name}: ${x.measuredMs} ms from mkdir to pids.max`);
     }
     t.diagnostic(`creation -> pids.max, measured by the script: ${stats(created.map((x) => x.measuredMs))}`);
     t.diagnostic(`creation -> pids.max, logged by the daemon:   ${stats(created.map((x) => x.loggedLatencyMs))}`);
@@ -140,9 +140,9 @@ for (const k of UML_KERNELS) test(`cgwatchdog apply and run against a real cgrou
     const d = get('drift');
     t.diagnostic(`drift repair: "max" after ${d.unlimitedRepairedMs?.toFixed(0)} ms, a higher value after ${d.higherRepairedMs?.toFixed(0)} ms`);
     assert.equal(typeof d.unlimitedRepairedMs, 'number', JSON.stringify(d));
-    assert.ok(d.unlimitedRepairedMs < 3000, String(d.unlimitedRepairedMs));
+    assert.ok(d.unlimitedRepairedMs < 6000, String(d.unlimitedRepairedMs));
     assert.equal(typeof d.higherRepairedMs, 'number', JSON.stringify(d));
-    assert.ok(d.higherRepairedMs < 3000, String(d.higherRepairedMs));
+    assert.ok(d.higherRepairedMs < 6000, String(d.higherRepairedMs));
     assert.deepEqual(d.pidsMax, { docker2: '6144', k8s16: '16384', unlimitedCpu: '500', lower: '1000', podLimit8: '8192' });
     assert.ok(d.reconciles >= 1);
     const set = new Map<string, Rec>((d.set as Rec[]).map((l) => [l.cgroup, l]));

@@ -33,12 +33,12 @@ for (const k of UML_KERNELS) test(`cgroup v1 in UML [${k.suite}]: a fork loop, a
   const again = get('pids-again');
   const m = r.get('memory') ?? {};
   t.diagnostic(`${run.kernel} v1: first pids-max alert ${p.firstAlertMs?.toFixed(0)} ms (sources ${p.sources}); after resolution one more rejection: alert ${again.againAlertMs?.toFixed(0)} ms (sources ${again.sources}, new kmsg lines ${again.kmsgNewRejections}); oom-kill alert ${m.oomAlertMs?.toFixed(0) ?? '-'} ms (sources ${m.sources ?? '-'})`);
-  assert.ok(p.firstAlertMs !== null && p.firstAlertMs < 2000, JSON.stringify(p));
+  assert.ok(p.firstAlertMs !== null && p.firstAlertMs < 5000, JSON.stringify(p));
   assert.ok(again.resolved, 'the first alert resolved');
   assert.equal(again.kmsgNewRejections, 0, 'v1 logs only the first rejection of a cgroup');
   // The counters find it: through inotify where this kernel notifies v1 pids.events, else the
   // fast sweep (1 s here; the cgroup joined the fast set at its first kmsg rejection).
-  assert.ok(again.againAlertMs !== null && again.againAlertMs < 2500, JSON.stringify(again));
+  assert.ok(again.againAlertMs !== null && again.againAlertMs < 5000, JSON.stringify(again));
   if (caps?.pidsInotify === 'yes') assert.ok((again.sources as string[]).includes('inotify'), JSON.stringify(again.sources));
   else assert.ok((again.sources as string[]).includes('sweep'), JSON.stringify(again.sources));
 
@@ -49,7 +49,7 @@ for (const k of UML_KERNELS) test(`cgroup v1 in UML [${k.suite}]: a fork loop, a
   if (mount.controllers.includes('memory')) {
     assert.equal(m.hogSignal, 'SIGKILL');
     // Ours is what follows the kill (the kernel's own time to kill the hog varies in UML).
-    assert.ok(m.oomAlertMs !== null && m.oomAlertMs - m.hogExitMs < 1500, JSON.stringify(m));
+    assert.ok(m.oomAlertMs !== null && m.oomAlertMs - m.hogExitMs < 4000, JSON.stringify(m));
     assert.equal(m.victim?.comm, 'memhog');
   } else assert.equal(r.get('memory'), undefined);
 

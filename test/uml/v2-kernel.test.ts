@@ -58,7 +58,7 @@ for (const k of UML_KERNELS) test(`cgroup v2 kernel in UML: pids and memory limi
   assert.ok(pids.eventsAfter.max >= 1, JSON.stringify(pids.eventsAfter));
   assert.ok(pids.watchEvents.includes('change'), JSON.stringify(pids.watchEvents));
   assert.equal(typeof pids.watchLatencyMs, 'number');
-  assert.ok(pids.watchLatencyMs < 1000, `pids.events watch latency ${pids.watchLatencyMs} ms`);
+  assert.ok(pids.watchLatencyMs < 2500, `pids.events watch latency ${pids.watchLatencyMs} ms`);
   // pids.events.local came with 6.11: bookworm's 6.1 has none; trixie's 6.12 and sid's have it.
   assert.equal(pids.pidsEventsLocal, k.suite !== 'bookworm', `pids.events.local on ${run.kernel}`);
 
@@ -72,7 +72,7 @@ for (const k of UML_KERNELS) test(`cgroup v2 kernel in UML: pids and memory limi
   assert.ok(mem.watchEvents.includes('change'), JSON.stringify(mem.watchEvents));
   // A callback read oom_kill already up, soon after the hog died.
   assert.equal(typeof mem.watchLatencyMs, 'number', JSON.stringify(mem.watchEventCounters));
-  assert.ok(mem.watchAfterExitMs < 1000, `memory.events oom_kill seen ${mem.watchAfterExitMs} ms after the kill`);
+  assert.ok(mem.watchAfterExitMs < 2500, `memory.events oom_kill seen ${mem.watchAfterExitMs} ms after the kill`);
 
   const kmsg = byCheck.get('kmsg');
   assert.ok(kmsg);

@@ -25,7 +25,7 @@ for (const k of UML_KERNELS) test(`the inotify watch limit: the daemon never cra
   assert.equal(limited.alive, true, `the daemon died at the watch limit: ${limited.stderr}`);
   assert.deepEqual(limited.warned, { code: 'ENOSPC', hint: 'fs.inotify.max_user_watches is reached' });
   assert.equal(limited.warnings, 1, 'logged once, not once per refused watch');
-  assert.ok(limited.lateMs !== null && limited.lateMs < 5000, `a container under an unwatched parent waited ${limited.lateMs} ms`);
+  assert.ok(limited.lateMs !== null && limited.lateMs < 10_000, `a container under an unwatched parent waited ${limited.lateMs} ms`);
   // What an operator sees at the limit: refusals counted, inotify down, /healthz degraded (still 200: detection works).
   const ls = limited.seen;
   assert.equal(ls.error, undefined, `scrape failed: ${ls.error}`);
@@ -39,7 +39,7 @@ for (const k of UML_KERNELS) test(`the inotify watch limit: the daemon never cra
   t.diagnostic(`limit raised again: a new container limited after ${raised.freshMs} ms`);
   assert.equal(raised.recovered, true, 'watching did not resume');
   assert.equal(raised.alive, true);
-  assert.ok(raised.freshMs !== null && raised.freshMs < 1000, `new container after recovery: ${raised.freshMs} ms`);
+  assert.ok(raised.freshMs !== null && raised.freshMs < 3000, `new container after recovery: ${raised.freshMs} ms`);
   const rs = raised.seen;
   assert.equal(rs.error, undefined, `scrape failed: ${rs.error}`);
   assert.equal(rs.inotifyUp, 1, 'cgwatchdog_source_up{source="inotify"} after the limit is raised');

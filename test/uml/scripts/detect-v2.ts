@@ -91,7 +91,7 @@ async function main(): Promise<void> {
     });
   });
   const pidsCurrent = readTrim(path.join(abs(P), 'pids.current'));
-  const firstPids = await rx.waitFor((r) => r.body?.kind === 'pids-max', 5000);
+  const firstPids = await rx.waitFor((r) => r.body?.kind === 'pids-max', 8000);
   // Three more rejected forks, after the first alert: they belong to the same alert (updates).
   const extras: (number | null)[] = [];
   for (let i = 0; i < 3; i++) {
