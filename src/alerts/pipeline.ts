@@ -277,14 +277,20 @@ export class AlertPipeline {
     const ctx = this.baseContext(cgroupPath);
     if (cgroupPath !== HOST_SUBJECT) {
       // A departed container's last reading stands in for the one its removal made impossible.
-      const u = !c ? undefined : c.cgroupPath === cgroupPath ? (this.o.usage.read(c) ?? c.usage) : this.o.usage.readCgroup(cgroupPath);
+      const fresh = !c ? undefined : c.cgroupPath === cgroupPath ? this.o.usage.read(c) : this.o.usage.readCgroup(cgroupPath);
+      const u = fresh ?? (c?.cgroupPath === cgroupPath ? c.usage : undefined);
       if (kind === 'pids-max' || kind === 'pids-warning' || kind === 'pids-policy-too-low') {
         // A container gone before its usage was first read (busybox sh gives up at its first
         // failed fork): the limit the policy saw at its last apply is still its limit.
         const applied = c && c.cgroupPath === cgroupPath ? c.applied?.newPidsMax : undefined;
         Object.assign(ctx, { current: u?.pidsCurrent, limit: u?.pidsMax ?? applied, topCommands: await this.top(cgroupPath), memory: undefined });
       } else if (u) {
-        Object.assign(ctx, { current: u.memoryUsage, limit: u.memoryLimit, memory: { usageBytes: u.memoryUsage, limitBytes: u.memoryLimit } });
+        // The cgroup is gone and its last reading is from its first moment, before runc wrote
+        // memory.max (measured: podman run --rm OOM-killed at once, UML 6.12): that "max" is
+        // stale, as the kernel killed inside this cgroup's own limit. Unknown is the truth.
+        const stale = fresh === undefined && u.memoryLimit === 'max' && (kind === 'memory-max' || kind === 'oom' || kind === 'oom-kill' || kind === 'oom-group-kill');
+        const limit = stale ? undefined : u.memoryLimit;
+        Object.assign(ctx, { current: u.memoryUsage, limit, memory: { usageBytes: u.memoryUsage, limitBytes: limit } });
       }
     }
     return ctx;

@@ -35,6 +35,10 @@ for (const k of UML_KERNELS) test(`podman on cgroup v2 [${k.suite}]: the policy 
   assert.ok(o.alert, `no oom-kill alert naming cgwd-oom; last alerts: ${JSON.stringify(o.lastAlerts)}`);
   t.diagnostic(o.alert.summary);
   assert.equal(o.alert.victim?.comm, 'dd');
+  // -m 32m: the limit it names is that one, or unknown when the cgroup was gone before it was
+  // read again after runc wrote memory.max; never the "max" of its first moment.
+  const limit = o.alert.memory?.limitBytes ?? o.alert.counters?.limit;
+  assert.ok(limit === undefined || limit === 32 << 20, `the alert says the limit was ${JSON.stringify(limit)}: ${o.alert.summary}`);
 
   const c = get('cleanup');
   assert.equal(c.stop.killed, false);

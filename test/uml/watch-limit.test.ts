@@ -25,7 +25,9 @@ for (const k of UML_KERNELS) test(`the inotify watch limit: the daemon never cra
   assert.equal(limited.alive, true, `the daemon died at the watch limit: ${limited.stderr}`);
   assert.deepEqual(limited.warned, { code: 'ENOSPC', hint: 'fs.inotify.max_user_watches is reached' });
   assert.equal(limited.warnings, 1, 'logged once, not once per refused watch');
-  assert.ok(limited.lateMs !== null && limited.lateMs < 10_000, `a container under an unwatched parent waited ${limited.lateMs} ms`);
+  // The reconcile is yearly here: the 2 s rescans alone set it. Measured 2.6-4.1 s quiet; the
+  // bound only keeps a stalled rescan from passing on a loaded node.
+  assert.ok(limited.lateMs !== null && limited.lateMs < 15_000, `a container under an unwatched parent waited ${limited.lateMs} ms`);
   // What an operator sees at the limit: refusals counted, inotify down, /healthz degraded (still 200: detection works).
   const ls = limited.seen;
   assert.equal(ls.error, undefined, `scrape failed: ${ls.error}`);

@@ -74,7 +74,10 @@ async function main(): Promise<void> {
     kernel: { manage: false },
     discovery: { roots: ['/libpod_parent'] },
     // One `podman inspect` takes up to ~2 s here (policy.inspectMs), the default timeout's length.
-    names: { podmanBinary: '/usr/bin/podman', timeoutMs: 8000 },
+    // containers/storage first, as on a real host (its default graph root there): `podman inspect`
+    // waits on the container's lock, which `--rm`'s cleanup holds, so an OOM-killed `--rm`
+    // container was nameless through inspect alone (CI, 6.12).
+    names: { podmanBinary: '/usr/bin/podman', containersStorage: '/run/pr', timeoutMs: 8000 },
     // podman inspect takes 1.2-2 s here (policy.inspectMs): give the first message the name.
     alerts: { host: 'uml', resolveAfterSeconds: 2, nameWaitMs: 8000 },
     metrics: { enabled: false },
