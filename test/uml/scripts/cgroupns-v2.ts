@@ -120,8 +120,9 @@ async function main(): Promise<void> {
     const facts = await runIn(AGENT, [UNSHARE, '--cgroup', '/bin/sh', '-c', FACTS, root]);
     const t0 = nowMs();
     daemon = startIn(AGENT, [UNSHARE, '--cgroup', node, CLI, 'run', '--config', cfg]);
-    const starting = await daemon.wait((l) => l.msg === 'starting', 20_000);
-    const running = await daemon.wait((l) => l.msg === 'detection running', 20_000);
+    // The capability probe runs before 'starting': seconds in UML, 17 s once under load.
+    const starting = await daemon.wait((l) => l.msg === 'starting', 60_000);
+    const running = await daemon.wait((l) => l.msg === 'detection running', 60_000);
     const readyMs = Math.round(nowMs() - t0);
     const caps = daemon.lines.find((l) => l.msg === 'kernel signals measured: the sources follow them')?.capabilities;
     const nsLine = daemon.lines.find((l) => /private cgroup namespace/.test(l.msg ?? ''));

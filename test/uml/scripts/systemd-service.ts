@@ -245,7 +245,7 @@ async function main(): Promise<void> {
   });
 
   // --- the service: ready, under its sandbox; pid_max raised; /dev/kmsg read --------------------
-  const ready = await waitLine((l) => l.msg === 'detection running', 40_000);
+  const ready = await waitLine((l) => l.msg === 'detection running', 90_000);
   const readyMs = Math.round(nowMs() - tService);
   const svcProps = unitProps(UNIT, ['MainPID', 'ActiveState', 'SubState', 'ExecMainStartTimestampMonotonic', 'ControlGroup', 'FragmentPath', 'ExecStart']);
   const status = readTrim(`/proc/${svcProps.MainPID}/status`) ?? '';
