@@ -13,7 +13,7 @@ type Rec = Record<string, any>;
 
 for (const k of UML_KERNELS) test(`cgroup v2 (UML): a discovery root made later is found at once, sub-cgroup hits are the container's, an alert firing through a SIGHUP and a kill -9 resolves, and an OOM-killed container removed at once is still alerted [${k.suite}]`, async (t) => {
   kernelReady(k);
-  const run = await runInUml(path.join(__dirname, 'scripts', 'never-silent-v2.js'), [], { kernel: k, timeoutMs: 180_000 });
+  const run = await runInUml(path.join(__dirname, 'scripts', 'never-silent-v2.js'), [], { kernel: k, timeoutMs: 240_000 });
   t.diagnostic(`boot+run ${run.durationMs} ms, kernel ${run.kernel}`);
   const { get, results: r, tail } = resultsByCheck<Rec>(run);
   assert.equal(r.get('error'), undefined, JSON.stringify(r.get('error')));

@@ -45,7 +45,7 @@ async function main(): Promise<void> {
     paths: { cgroupRoot: '/sys/fs/cgroup', stateDir: path.join(DIR, 'daemon-state'), statusSocket: path.join(DIR, 'status.sock'), hookSocket },
   });
   const daemon = new DaemonProc(daemonConfig, 'hooks');
-  const listening = (await daemon.waitMsg('hook socket listening', 30_000)) !== null;
+  const listening = (await daemon.waitMsg('hook socket listening', 90_000)) !== null;
 
   const runs: Record<string, unknown>[] = [];
   for (const [cores, quota] of [[2, '200000'], [8, '800000']] as const) {

@@ -116,7 +116,8 @@ async function main(): Promise<void> {
     await d.exit;
     d.save();
     d = new DaemonProc(cfg, 'never-silent-restarted');
-    const restored = await d.waitMsg('alert states restored: firing alerts go on from their sequence numbers', 30_000);
+    // A restart runs the capability probe first: up to 17.6 s in UML under load.
+    const restored = await d.waitMsg('alert states restored: firing alerts go on from their sequence numbers', 90_000);
     const resolvedAfterRestart = await d.wait((l) => ofSub(l, 'resolved'), 15_000);
     emit({ check: 'kill9', refired: refired ? alertOf(refired) : null, firingSeq, restored: restored?.alerts ?? null, resolved: resolvedAfterRestart ? alertOf(resolvedAfterRestart) : null });
 
