@@ -126,7 +126,7 @@ async function main(): Promise<void> {
     const readyMs = Math.round(nowMs() - t0);
     const caps = daemon.lines.find((l) => l.msg === 'kernel signals measured: the sources follow them')?.capabilities;
     const nsLine = daemon.lines.find((l) => /private cgroup namespace/.test(l.msg ?? ''));
-    const setAt = await pollFile(pidsMaxFile, (s) => s === '20', 5000);
+    const setAt = await pollFile(pidsMaxFile, (s) => s === '20', 10_000);
     let metric: string | null = null;
     try {
       metric = (await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()).split('\n').find((l) => l.includes('capability="host_cgroup_namespace"')) ?? null;
@@ -137,7 +137,7 @@ async function main(): Promise<void> {
     const b = spawn('/bin/sh', ['-c', JOIN_THEN_EXEC, 'sh', path.join(root, container, 'cgroup.procs'), '/usr/bin/perl', ...PERL_BOMB], { stdio: 'ignore' });
     bomb = b;
     const bombAt = nowMs();
-    const alert = await daemon.wait((l) => l.alert?.kind === 'pids-max', 8000);
+    const alert = await daemon.wait((l) => l.alert?.kind === 'pids-max', 15_000);
     const alertMs = alert ? Math.round(nowMs() - bombAt) : null;
     const events = daemon.lines.filter((l) => l.msg === 'limit event' && l.event?.kind === 'pids-max').map((l) => l.event);
     const seen = await runIn(AGENT, [UNSHARE, '--cgroup', '/bin/cat', `/proc/${b.pid}/cgroup`]);

@@ -358,7 +358,7 @@ async function main(): Promise<void> {
     // The bomb must meet 8192, not systemd's value: the daemon's next reconcile puts it back.
     const restoredAt = await pollFile(path.join(abs(rel), 'pids.max'), (v) => v === WANT, (RECONCILE_S + 3) * 1000, 5);
     // The kernel has the value a moment before the daemon's log line about it arrives here.
-    if (restoredAt !== null) await d.wait((l) => isBomberWrite(l) && d.lines.filter(isBomberWrite).indexOf(l) >= nWrites, 2000);
+    if (restoredAt !== null) await d.wait((l) => isBomberWrite(l) && d.lines.filter(isBomberWrite).indexOf(l) >= nWrites, 5000);
     const restore = d.lines.filter(isBomberWrite).slice(nWrites).map((l) => ({ old: l.old, new: l.new, why: l.why, ms: Math.round((l._at - tReload) * 10) / 10 }));
     emit({ check: 'restore', restoredMs: restoredAt === null ? null : Math.round(restoredAt - tReload), writes: restore, reconcileEverySeconds: RECONCILE_S });
     if (restoredAt === null) throw new Error(`pids.max of ${rel} is ${readTrim(path.join(abs(rel), 'pids.max'))} ${RECONCILE_S + 3} s after the reload, not ${WANT}: no bomb against that`);

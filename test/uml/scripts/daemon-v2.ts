@@ -177,12 +177,12 @@ async function main(): Promise<void> {
     fs.writeFileSync(path.join(abs(c.k8s16), 'pids.max'), '99999');
     fs.writeFileSync(path.join(abs(c.unlimitedCpu), 'pids.max'), '500'); // lower: kept
     const [a, b] = await Promise.all([
-      pollFile(path.join(abs(c.docker2), 'pids.max'), (v) => v === '6144', 5000, 5),
-      pollFile(path.join(abs(c.k8s16), 'pids.max'), (v) => v === '16384', 5000, 5),
+      pollFile(path.join(abs(c.docker2), 'pids.max'), (v) => v === '6144', 8000, 5),
+      pollFile(path.join(abs(c.k8s16), 'pids.max'), (v) => v === '16384', 8000, 5),
     ]);
     // One more full reconcile after the repair, to see the lowered one kept.
     const n0 = d.lines.filter((l, i) => i >= before && l.msg === 'reconcile done').length;
-    await d.wait((l) => l.msg === 'reconcile done' && d.lines.filter((x, i) => i >= before && x.msg === 'reconcile done').length > n0, 4000);
+    await d.wait((l) => l.msg === 'reconcile done' && d.lines.filter((x, i) => i >= before && x.msg === 'reconcile done').length > n0, 8000);
     emit({
       check: 'drift',
       unlimitedRepairedMs: a === null ? null : a - t,
@@ -207,7 +207,7 @@ async function main(): Promise<void> {
     }
     // Then one more full reconcile.
     const n0 = d.lines.filter((l, i) => i >= before && l.msg === 'reconcile done').length;
-    await d.wait((l) => l.msg === 'reconcile done' && d.lines.filter((x, i) => i >= before && x.msg === 'reconcile done').length > n0, 4000);
+    await d.wait((l) => l.msg === 'reconcile done' && d.lines.filter((x, i) => i >= before && x.msg === 'reconcile done').length > n0, 8000);
     const mine = new Set(rels);
     const after = d.lines.slice(before);
     const found = new Map<string, number>();
@@ -278,7 +278,7 @@ async function main(): Promise<void> {
     // Past the first settle re-check and a full reconcile.
     await sleep(300);
     const start = o.lines.length;
-    const rec = await o.wait((l) => l.msg === 'reconcile done' && o.lines.indexOf(l) >= start, 3000);
+    const rec = await o.wait((l) => l.msg === 'reconcile done' && o.lines.indexOf(l) >= start, 8000);
     const newValue = pidsMax(rel);
     const stoppedObs = await o.stop();
     o.save();

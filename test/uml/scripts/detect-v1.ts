@@ -77,7 +77,7 @@ async function memoryPhase(dir: string, rx: Awaited<ReturnType<typeof receiver>>
     });
   });
   const hogExitMs = nowMs() - memGo;
-  const oom = await rx.waitFor((r) => r.body?.kind === 'oom-kill' && r.body?.state === 'firing', 5000);
+  const oom = await rx.waitFor((r) => r.body?.kind === 'oom-kill' && r.body?.state === 'firing', 10_000);
   emit({ check: 'memory', hogSignal: hogExit, hogExitMs, oomAlertMs: oom ? oom.at - memGo : null, sources: oom?.body?.sources, victim: oom?.body?.victim, oomControl: readTrim(path.join(dir, 'memory.oom_control')) });
 }
 
@@ -136,16 +136,16 @@ async function main(): Promise<void> {
   const pidsGo = nowMs();
   sh.stdin.write('go\n');
   await new Promise<void>((resolve) => sh.once('exit', () => resolve()));
-  const first = await rx.waitFor((r) => r.body?.kind === 'pids-max' && r.body?.state === 'firing', 5000);
+  const first = await rx.waitFor((r) => r.body?.kind === 'pids-max' && r.body?.state === 'firing', 8000);
   emit({ check: 'pids', firstAlertMs: first ? first.at - pidsGo : null, sources: first?.body?.sources, events: readKeyed(path.join(dirOf('pids', P), 'pids.events')) });
 
   // --- resolved, then one more rejected fork: kmsg stays silent, the counters must see it ------
-  const resolved = await rx.waitFor((r) => r.body?.kind === 'pids-max' && r.body?.state === 'resolved', 8000);
+  const resolved = await rx.waitFor((r) => r.body?.kind === 'pids-max' && r.body?.state === 'resolved', 15_000);
   const kmsgBefore = spawnSync('/bin/dmesg', [], { encoding: 'utf8' }).stdout.split('\n').filter((l) => l.includes('fork rejected')).length;
   const againGo = nowMs();
   const x = spawn('/bin/sh', ['-c', ONE_MORE, 'sh', dirOf('pids', P)], { stdio: ['ignore', 'ignore', 'ignore'] });
   await new Promise<void>((resolve) => x.once('exit', () => resolve()));
-  const again = await rx.waitFor((r) => r.body?.kind === 'pids-max' && r.body?.state === 'firing' && r.at >= againGo, 5000);
+  const again = await rx.waitFor((r) => r.body?.kind === 'pids-max' && r.body?.state === 'firing' && r.at >= againGo, 8000);
   emit({
     check: 'pids-again',
     resolved: resolved !== null,

@@ -131,7 +131,7 @@ async function main(): Promise<void> {
     });
   });
   const hogExitMs = nowMs() - memGo;
-  const oomKill = await rx.waitFor((r) => r.body?.kind === 'oom-kill', 5000);
+  const oomKill = await rx.waitFor((r) => r.body?.kind === 'oom-kill', 10_000);
   emit({
     check: 'memory',
     ready: hogReady !== null,
@@ -168,7 +168,7 @@ async function main(): Promise<void> {
       resolve();
     });
   });
-  const podKill = await rx.waitFor((r) => r.body?.kind === 'oom-kill' && r.body?.state === 'firing' && r.body?.container?.id === podCtrId, 5000);
+  const podKill = await rx.waitFor((r) => r.body?.kind === 'oom-kill' && r.body?.state === 'firing' && r.body?.container?.id === podCtrId, 10_000);
   // The pod's own `oom` (its limit was hit) comes too; under CI load it came >1.5 s after the
   // kill, and once not within 8 s (a race between the pod's and the container's reads, not
   // understood yet): the 60 s safety net is the bound it must meet.
@@ -188,8 +188,8 @@ async function main(): Promise<void> {
 
   // --- the resolutions (resolveAfterSeconds 3), then stop --------------------------------------
   await Promise.all([
-    rx.waitFor((r) => r.body?.kind === 'pids-max' && r.body?.state === 'resolved', 6000),
-    rx.waitFor((r) => r.body?.kind === 'oom-kill' && r.body?.state === 'resolved', 6000),
+    rx.waitFor((r) => r.body?.kind === 'pids-max' && r.body?.state === 'resolved', 12_000),
+    rx.waitFor((r) => r.body?.kind === 'oom-kill' && r.body?.state === 'resolved', 12_000),
   ]);
   const finalCounters = { pids: readKeyed(path.join(abs(P), 'pids.events')), memory: readKeyed(path.join(abs(M), 'memory.events')) };
   const stopped = await d.stop();

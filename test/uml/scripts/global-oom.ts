@@ -44,8 +44,8 @@ async function main(): Promise<void> {
     fs.writeFileSync(path.join(root, C, 'cgroup.procs'), String(hog.pid));
     hog.stdin.write('go\n');
     const killed = await new Promise<string | null>((r) => hog.once('exit', (_c, s) => r(s)));
-    const alert = await d.wait((l) => alertOf(l)?.kind === 'oom-kill', 8000);
-    const resolved = await d.wait((l) => alertOf(l)?.kind === 'oom-kill' && alertOf(l)!.state === 'resolved', 10_000);
+    const alert = await d.wait((l) => alertOf(l)?.kind === 'oom-kill', 15_000);
+    const resolved = await d.wait((l) => alertOf(l)?.kind === 'oom-kill' && alertOf(l)!.state === 'resolved', 20_000);
     emit({
       check: 'global-oom',
       id,

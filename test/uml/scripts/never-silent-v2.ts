@@ -61,7 +61,7 @@ async function main(): Promise<void> {
     const lateId = hex64();
     const mkAt = nowMs();
     mkCgroup(root, `${LATE}/${lateId}`);
-    const limitedAt = await pollFile(path.join(abs(`${LATE}/${lateId}`), 'pids.max'), (v) => v !== null && v !== 'max', 5000);
+    const limitedAt = await pollFile(path.join(abs(`${LATE}/${lateId}`), 'pids.max'), (v) => v !== null && v !== 'max', 10_000);
     emit({ check: 'late-root', warned: d.lines.some((l) => l.msg?.startsWith('discovery root does not exist yet') && l.root === LATE), pidsMax: readTrim(path.join(abs(`${LATE}/${lateId}`), 'pids.max')), limitedMs: limitedAt === null ? null : Math.round(limitedAt - mkAt) });
 
     // --- a fork rejected in the container's sub-cgroup ---------------------------------------
@@ -69,14 +69,14 @@ async function main(): Promise<void> {
     await waitChildLine(sh, (l) => l === 'ready', 10_000);
     const go = nowMs();
     sh.stdin.write('go\n');
-    const first = await d.wait((l) => alertOf(l)?.kind === 'pids-max', 5000);
+    const first = await d.wait((l) => alertOf(l)?.kind === 'pids-max', 10_000);
     // More rejections after the first (the kernel logs only a cgroup's first): counted by the counter.
     await sleep(1200);
     for (let i = 0; i < 3; i++) {
       const x = spawn('/bin/sh', ['-c', ONE_MORE, 'sh', abs(sub)], { stdio: 'ignore' });
       await new Promise((r) => x.once('exit', r));
     }
-    const update = await d.wait((l) => alertOf(l)?.kind === 'pids-max' && alertOf(l)!.sequence >= 2, 5000);
+    const update = await d.wait((l) => alertOf(l)?.kind === 'pids-max' && alertOf(l)!.sequence >= 2, 10_000);
     emit({
       check: 'sub-cgroup',
       id,
@@ -98,7 +98,7 @@ async function main(): Promise<void> {
     writeConfig('never-silent', { ...config, alerts: { host: 'uml', repeatIntervalSeconds: 2, resolveAfterSeconds: 2 } });
     d.child.kill('SIGHUP');
     const reloaded = await d.waitMsg('reloaded', 10_000);
-    const resolvedAfterReload = await d.wait((l) => ofSub(l, 'resolved'), 10_000);
+    const resolvedAfterReload = await d.wait((l) => ofSub(l, 'resolved'), 20_000);
     emit({ check: 'reload', reloaded: reloaded !== null, firingBefore, lastFiring: resolvedAfterReload ? lastSeq() : null, resolved: resolvedAfterReload ? alertOf(resolvedAfterReload) : null });
 
     // --- kill -9 while it fires, then a restart: the restored alert resolves -----------------
@@ -107,7 +107,7 @@ async function main(): Promise<void> {
       const x = spawn('/bin/sh', ['-c', ONE_MORE, 'sh', abs(sub)], { stdio: 'ignore' });
       await new Promise((r) => x.once('exit', r));
     }
-    const refired = await d.wait((l) => d.lines.indexOf(l) >= n0 && ofSub(l, 'firing'), 5000);
+    const refired = await d.wait((l) => d.lines.indexOf(l) >= n0 && ofSub(l, 'firing'), 10_000);
     // The alert state is saved within 100 ms of a message (a burst is one write).
     await sleep(300);
     // Of this alert (a new one: the last one resolved above), not of the earlier one.
@@ -118,7 +118,7 @@ async function main(): Promise<void> {
     d = new DaemonProc(cfg, 'never-silent-restarted');
     // A restart runs the capability probe first: up to 17.6 s in UML under load.
     const restored = await d.waitMsg('alert states restored: firing alerts go on from their sequence numbers', 90_000);
-    const resolvedAfterRestart = await d.wait((l) => ofSub(l, 'resolved'), 15_000);
+    const resolvedAfterRestart = await d.wait((l) => ofSub(l, 'resolved'), 30_000);
     emit({ check: 'kill9', refired: refired ? alertOf(refired) : null, firingSeq, restored: restored?.alerts ?? null, resolved: resolvedAfterRestart ? alertOf(resolvedAfterRestart) : null });
 
     // --- an OOM kill whose cgroup is removed the moment it is empty --------------------------
@@ -134,8 +134,8 @@ async function main(): Promise<void> {
     const killed = await new Promise<string | null>((r) => hog.once('exit', (_c, s) => r(s)));
     await new Promise((r) => remover.once('exit', r));
     const removedAt = nowMs();
-    const oom = await d.wait((l) => alertOf(l)?.kind === 'oom-kill', 8000);
-    const resolved = await d.wait((l) => alertOf(l)?.kind === 'oom-kill' && alertOf(l)!.state === 'resolved', 10_000);
+    const oom = await d.wait((l) => alertOf(l)?.kind === 'oom-kill', 15_000);
+    const resolved = await d.wait((l) => alertOf(l)?.kind === 'oom-kill' && alertOf(l)!.state === 'resolved', 20_000);
     emit({
       check: 'oom-removed',
       memId,

@@ -106,7 +106,7 @@ async function main(): Promise<void> {
     emit({ check: 'bomb', id: bomb, alert: hit ? { ...alertOf(hit), summary: hit.msg } : null });
 
     const r = sh('/usr/bin/podman', ['run', '--rm', '--name', 'cgwd-oom', '-m', '32m', '--memory-swap', '32m', IMAGE, 'dd', 'if=/dev/zero', 'of=/dev/null', 'bs=64M', 'count=1']);
-    const oom = await d.wait((l) => alertOf(l)?.kind === 'oom-kill' && alertOf(l)!.container?.name === 'cgwd-oom', 10_000);
+    const oom = await d.wait((l) => alertOf(l)?.kind === 'oom-kill' && alertOf(l)!.container?.name === 'cgwd-oom', 20_000);
     emit({ check: 'oom', exit: r.status, alert: oom ? { ...alertOf(oom), summary: oom.msg } : null, lastAlerts: d.lines.filter((l) => alertOf(l)).slice(-5).map((l) => l.msg) });
   } finally {
     sh('/usr/bin/podman', ['rm', '-f', '-t', '0', 'cgwd-quota', 'cgwd-bomb']);

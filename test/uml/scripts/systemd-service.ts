@@ -290,7 +290,7 @@ async function main(): Promise<void> {
     const reloadedMs = Math.round(nowMs() - tEdit);
     const tTest = nowMs();
     const testAlert = await runAsync(BIN, ['test-alert'], 60_000);
-    const testGot = await rx.waitFor((r) => r.body?.kind === 'test', 5000);
+    const testGot = await rx.waitFor((r) => r.body?.kind === 'test', 15_000);
     emit({
       check: 'operator',
       reload: { status: sinkReload.status, stderr: sinkReload.stderr, ms: sinkReload.ms },
@@ -314,7 +314,7 @@ async function main(): Promise<void> {
     const scopeUnit = `libpod-${policy}.scope`;
     const want = '6144';
     const reached = await pollFile(path.join(CG, rel, 'pids.max'), (v) => v === want, 15_000, 2);
-    const written = await waitLine((l) => l.msg === 'pids.max set' && l.id === policy, 5000);
+    const written = await waitLine((l) => l.msg === 'pids.max set' && l.id === policy, 10_000);
     emit({
       check: 'policy',
       id: policy,

@@ -100,7 +100,7 @@ async function pidsCheck(root: string): Promise<void> {
     const goAt = nowMs();
     sh.stdin.write('go\n');
     const watchAt = await firstWhere(watch, 'max', before.max ?? 0, 5000);
-    const ex = await waitExit(sh, 5000);
+    const ex = await waitExit(sh, 10_000);
     await sleep(100); // any later (spurious or repeated) notifications
     watch.close();
     const after = readKeyed(path.join(cg, 'pids.events'));

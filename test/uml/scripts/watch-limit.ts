@@ -77,7 +77,7 @@ async function main(): Promise<void> {
       pods.push(pod);
       await sleep(20);
     }
-    const warned = await d.waitMsg('cannot watch a cgroup path: rescanning it instead (logged once per error until watching recovers)', 5000);
+    const warned = await d.waitMsg('cannot watch a cgroup path: rescanning it instead (logged once per error until watching recovers)', 10_000);
     // A container in the last pod, whose directory surely could not be watched.
     const late = `${pods[pods.length - 1]}/${hex64()}`;
     const t0 = nowMs();
@@ -96,7 +96,7 @@ async function main(): Promise<void> {
     });
 
     fs.writeFileSync(WATCHES, original);
-    const recovered = await d.waitMsg('every cgroup path is watched again', 10_000);
+    const recovered = await d.waitMsg('every cgroup path is watched again', 20_000);
     const fresh = `${pods[0]}/${hex64()}`;
     const t1 = nowMs();
     mkCgroup(root, fresh);
