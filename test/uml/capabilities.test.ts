@@ -13,7 +13,7 @@ type Rec = Record<string, any>;
 
 for (const k of UML_KERNELS) test(`capability probe [${k.suite}]: v2 notifies pids.events and memory.events and logs the fork; on v1 it reports what this kernel does`, async (t) => {
   kernelReady(k);
-  const run = await runInUml(path.join(__dirname, 'scripts', 'capabilities.js'), [], { kernel: k, timeoutMs: 60_000 });
+  const run = await runInUml(path.join(__dirname, 'scripts', 'capabilities.js'), [], { kernel: k, timeoutMs: 180_000 });
   const { get, results: r, tail } = resultsByCheck<Rec>(run);
   assert.equal(r.get('error'), undefined, JSON.stringify(r.get('error')));
   assert.equal(run.exitCode, 0, tail);

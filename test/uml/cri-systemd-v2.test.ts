@@ -30,7 +30,7 @@ test(`containerd CRI with the systemd cgroup driver on cgroup v2, systemd as PID
   // The bomb is a static C program built inside UML (see the script: why threads).
   need(fs.existsSync('/usr/bin/gcc') && fs.existsSync('/usr/lib/x86_64-linux-gnu/libc.a'), 'gcc and libc6-dev (apt-get install gcc libc6-dev): the bomb is built with gcc -static');
 
-  const run = await runInUml(path.join(__dirname, 'scripts', 'cri-systemd-v2.js'), [], { kernel: sid, systemd: true, memMb: 1536, timeoutMs: 230_000 });
+  const run = await runInUml(path.join(__dirname, 'scripts', 'cri-systemd-v2.js'), [], { kernel: sid, systemd: true, memMb: 1536, timeoutMs: 400_000 });
   const { get, results: r, tail } = resultsByCheck<Rec>(run);
   assert.equal(r.get('error'), undefined, `${JSON.stringify(r.get('error'))}\n${tail}`);
   assert.equal(run.timedOut, false, tail);

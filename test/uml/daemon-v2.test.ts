@@ -24,7 +24,7 @@ function stats(xs: unknown[]): string {
 
 for (const k of UML_KERNELS) test(`cgwatchdog apply and run against a real cgroup v2 kernel (UML) [${k.suite}]`, async (t) => {
   kernelReady(k);
-  const run: UmlRun = await runInUml(path.join(__dirname, 'scripts', 'daemon-v2.js'), [], { kernel: k, timeoutMs: 150_000 });
+  const run: UmlRun = await runInUml(path.join(__dirname, 'scripts', 'daemon-v2.js'), [], { kernel: k, timeoutMs: 300_000 });
   t.diagnostic(`boot+run ${run.durationMs} ms, kernel ${run.kernel}`);
   const { get, results: r, tail } = resultsByCheck<Rec>(run);
 

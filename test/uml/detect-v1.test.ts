@@ -14,7 +14,7 @@ type Rec = Record<string, any>;
 
 for (const k of UML_KERNELS) test(`cgroup v1 in UML [${k.suite}]: a fork loop, a rejection kmsg does not log, and (where v1 memcg exists) an OOM kill reach the webhook`, async (t) => {
   kernelReady(k);
-  const run = await runInUml(path.join(__dirname, 'scripts', 'detect-v1.js'), [], { kernel: k, timeoutMs: 150_000 });
+  const run = await runInUml(path.join(__dirname, 'scripts', 'detect-v1.js'), [], { kernel: k, timeoutMs: 300_000 });
   t.diagnostic(`boot+run ${run.durationMs} ms, kernel ${run.kernel}`);
   const { get, results: r, tail } = resultsByCheck<Rec>(run);
   assert.equal(r.get('error'), undefined, JSON.stringify(r.get('error')));

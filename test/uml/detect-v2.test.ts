@@ -17,7 +17,7 @@ const UML = 'user-mode-linux (linux.uml): apt-get install -y user-mode-linux';
 
 for (const k of UML_KERNELS) test(`detection in a real cgroup v2 kernel (UML): fork loop and OOM kill reach a webhook [${k.suite}]`, async (t) => {
   kernelReady(k);
-  const run = await runInUml(path.join(__dirname, 'scripts', 'detect-v2.js'), [], { kernel: k, timeoutMs: 150_000 });
+  const run = await runInUml(path.join(__dirname, 'scripts', 'detect-v2.js'), [], { kernel: k, timeoutMs: 300_000 });
   t.diagnostic(`boot+run ${run.durationMs} ms, kernel ${run.kernel}`);
   need(run.loopback, 'ip (iproute2) or ifconfig (net-tools) on the host, to bring loopback up inside UML');
   const { get, results: r, tail } = resultsByCheck<Rec>(run);

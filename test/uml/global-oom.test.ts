@@ -12,7 +12,7 @@ type Rec = Record<string, any>;
 
 for (const k of UML_KERNELS) test(`a global OOM kill of a container's process is the node's alert, not the container's limit [${k.suite}]`, async (t) => {
   kernelReady(k);
-  const run = await runInUml(path.join(__dirname, 'scripts', 'global-oom.js'), [], { kernel: k, memMb: 256, timeoutMs: 150_000 });
+  const run = await runInUml(path.join(__dirname, 'scripts', 'global-oom.js'), [], { kernel: k, memMb: 256, timeoutMs: 300_000 });
   const { get, results: r, tail } = resultsByCheck<Rec>(run);
   assert.equal(r.get('error'), undefined, JSON.stringify(r.get('error')));
   assert.equal(run.exitCode, 0, tail);

@@ -17,7 +17,7 @@ type Rec = Record<string, any>;
 
 for (const k of UML_KERNELS.slice(-1)) test(`OCI hooks on cgroup v2 [${k.suite}]: the first process sees the policy value (precreate and prestart), not without the hook`, async (t) => {
   kernelReady(k);
-  const run = await runInUml(path.join(__dirname, 'scripts', 'hooks-v2.js'), [], { kernel: k, timeoutMs: 150_000 });
+  const run = await runInUml(path.join(__dirname, 'scripts', 'hooks-v2.js'), [], { kernel: k, timeoutMs: 300_000 });
   const { get, results: r, tail } = resultsByCheck<Rec>(run);
   assert.equal(r.get('error'), undefined, JSON.stringify(r.get('error')));
   assert.equal(run.exitCode, 0, tail);

@@ -12,7 +12,7 @@ type Rec = Record<string, any>;
 
 for (const k of UML_KERNELS) test(`podman on cgroup v2 [${k.suite}]: the policy follows the CPU quota; a fork bomb and an OOM kill are alerted with the container's name`, async (t) => {
   kernelReady(k);
-  const run = await runInUml(path.join(__dirname, 'scripts', 'podman-v2.js'), [], { kernel: k, timeoutMs: 210_000 });
+  const run = await runInUml(path.join(__dirname, 'scripts', 'podman-v2.js'), [], { kernel: k, timeoutMs: 300_000 });
   const { get, results: r, tail } = resultsByCheck<Rec>(run);
   assert.equal(r.get('error'), undefined, JSON.stringify(r.get('error')));
   assert.equal(run.exitCode, 0, tail);

@@ -59,7 +59,7 @@ test(`npm install -g --offline + cgwatchdog install-service under systemd as PID
     kernel: sid,
     systemd: true,
     memMb: 1536,
-    timeoutMs: 540_000,
+    timeoutMs: 720_000,
     outFiles: [tarball],
   });
   const { get, results: r, tail } = resultsByCheck<Rec>(run);

@@ -17,7 +17,7 @@ for (const k of UML_KERNELS) test(`cgroup v2 kernel in UML: pids and memory limi
   const script = path.join(__dirname, 'scripts', 'v2-basics.js');
   const run = await runInUml(script, ['alpha', 'with space', ''], {
     kernel: k,
-    timeoutMs: 120_000,
+    timeoutMs: 240_000,
     env: { CGWD_TEST_EXTRA: 'x y=z' },
   });
   t.diagnostic(`boot+run ${run.durationMs} ms, kernel ${run.kernel}, controllers [${run.controllers}], enabled [${run.subtreeControl}]`);

@@ -13,7 +13,7 @@ type Rec = Record<string, any>;
 
 for (const k of UML_KERNELS) test(`the inotify watch limit: the daemon never crashes, says so once, rescans what it cannot watch, and resumes when room comes back [${k.suite}]`, async (t) => {
   kernelReady(k);
-  const run = await runInUml(path.join(__dirname, 'scripts', 'watch-limit.js'), [], { kernel: k, timeoutMs: 150_000 });
+  const run = await runInUml(path.join(__dirname, 'scripts', 'watch-limit.js'), [], { kernel: k, timeoutMs: 300_000 });
   const { get, results: r, tail } = resultsByCheck<Rec>(run);
   assert.equal(r.get('error'), undefined, JSON.stringify(r.get('error')));
   assert.equal(run.exitCode, 0, tail);
