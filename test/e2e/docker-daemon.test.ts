@@ -71,10 +71,14 @@ test('docker run --cgroup-parent /<tenant> (cgroupfs): found under a configured 
 
 test('docker: a fork bomb in a container with --pids-limit 30 (kept: lower than the policy) is alerted with the container\'s name and image', async (t) => {
   const d = ready();
-  const { hook } = await dockerDaemon(t, d);
+  const { hook, d: agent } = await dockerDaemon(t, d);
   const n = name('bomb');
   const id = run(d, ['-d', '--network', 'none', '--name', n, '--pids-limit', '30', IMAGE, 'sh', '-c', 'sleep 1; i=0; while [ $i -lt 100 ]; do sleep 1000 & i=$((i+1)); done; sleep 1000']);
-  const got = await hook.waitFor((x) => x.alert?.kind === 'pids-max' && x.alert.container?.id === id, 10_000);
+  const got = await hook.waitFor((x) => x.alert?.kind === 'pids-max' && x.alert.container?.id === id, 10_000).catch((err: Error) => {
+    // What the daemon knew of this container (seen once in a loaded run: no alert in 10 s).
+    const mine = agent.logs.filter((l) => JSON.stringify(l).includes(id.slice(0, 12)) || (l.level ?? 0) >= 40).slice(-12);
+    throw new Error(`${err.message}\ndaemon lines about ${id.slice(0, 12)}: ${mine.map((l) => JSON.stringify(l)).join('\n')}`);
+  });
   const a = got.alert;
   t.diagnostic(`${a.summary}`);
   assert.equal(a.container.name, n);
