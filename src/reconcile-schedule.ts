@@ -9,6 +9,8 @@ import type { Logger } from './log';
  * watchdog wants, so the tolerance is the whole gap to the next slot (a slot later than that
  * is folded into the next one, which runs), and node-cron's messages go through our logger.
  */
+const text = (m: string | Error): string => (m instanceof Error ? m.message : m);
+
 export function scheduleReconcile(expression: string, run: () => void, log: Logger): ScheduledTask {
   const task = cron.schedule(expression, run, {
     noOverlap: true,
@@ -16,8 +18,8 @@ export function scheduleReconcile(expression: string, run: () => void, log: Logg
     logger: {
       info: (m) => log.info({ from: 'node-cron' }, m),
       warn: (m) => log.warn({ from: 'node-cron' }, m),
-      error: (m, err) => log.error({ from: 'node-cron', err: err?.message ?? (m instanceof Error ? m.message : undefined) }, String(m instanceof Error ? m.message : m)),
-      debug: (m) => log.debug({ from: 'node-cron' }, String(m instanceof Error ? m.message : m)),
+      error: (m, err) => log.error({ from: 'node-cron', err: err?.message }, text(m)),
+      debug: (m) => log.debug({ from: 'node-cron' }, text(m)),
     },
   });
   // A listener replaces node-cron's own warning. The event loop was held past a whole gap; the

@@ -9,11 +9,16 @@ import { createLogger } from '../../src/log';
 import { scheduleReconcile } from '../../src/reconcile-schedule';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const hold = (ms: number): void => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms) as unknown as void;
+const hold = (ms: number): void => {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+};
+function collect(): { lines: Record<string, unknown>[]; log: ReturnType<typeof createLogger> } {
+  const lines: Record<string, unknown>[] = [];
+  return { lines, log: createLogger('debug', { write: (s: string) => lines.push(JSON.parse(s) as Record<string, unknown>) }) };
+}
 
 test('reconcile schedule: a slot passed while the event loop was held still runs (late), and node-cron writes nothing to stderr', async () => {
-  const lines: Record<string, unknown>[] = [];
-  const log = createLogger('debug', { write: (s: string) => lines.push(JSON.parse(s) as Record<string, unknown>) });
+  const { lines, log } = collect();
   const stderr: string[] = [];
   const write = process.stderr.write.bind(process.stderr);
   process.stderr.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
@@ -46,8 +51,7 @@ test('reconcile schedule: a slot passed while the event loop was held still runs
 });
 
 test('reconcile schedule: a hold longer than the gap folds the passed slots into one run, logged at info', async () => {
-  const lines: Record<string, unknown>[] = [];
-  const log = createLogger('debug', { write: (s: string) => lines.push(JSON.parse(s) as Record<string, unknown>) });
+  const { lines, log } = collect();
   const runs: number[] = [];
   const task = scheduleReconcile('*/2 * * * * *', () => runs.push(performance.now()), log);
   try {

@@ -160,8 +160,7 @@ export class DaemonProc {
     return this.wait((l) => l.msg === msg && also(l), timeoutMs);
   }
 
-  /** SIGTERM, then SIGKILL after `graceMs`. Resolves with how it ended. */
-  /** SIGTERM, then SIGKILL after the unit's TimeoutStopSec (15 s), as systemd would. */
+  /** SIGTERM, then SIGKILL after the unit's TimeoutStopSec (15 s), as systemd would. Resolves with how it ended. */
   async stop(graceMs = 15_000): Promise<{ code: number | null; signal: string | null; killed: boolean; stopMs: number }> {
     if (this.child.exitCode !== null || this.child.signalCode !== null) {
       return { code: this.child.exitCode, signal: this.child.signalCode, killed: false, stopMs: 0 };
